@@ -1,0 +1,424 @@
+//! The cache handle, the global instance, and the per-cache machinery
+//! (flights, wake-ups, the fill subscriber, the lease keeper).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+
+use arc_swap::{ArcSwap, ArcSwapOption};
+
+use crate::envelope::Codec;
+use crate::flight::Flights;
+use crate::key::{self, StoreKeys};
+use crate::protocol::Policy;
+use crate::settings::{CacheBuilder, Settings, Source};
+use crate::spec::Spec;
+use crate::stats::{Stats, StatsSnapshot};
+use crate::storage::{self, Backend, Expiry, IndexAdd, MemoryStore, RedisStore, Reporting};
+use crate::wakeups::Wakeups;
+use crate::{Error, Result};
+
+/// A cache: where values live and how calls behave.
+///
+/// Cheap to clone (a shared handle). Most applications install one globally
+/// ([`CacheBuilder::install`]) and use `Node::objects()` and `#[cacheme]`
+/// functions, which find it by themselves; tests and programs with several
+/// caches pass handles explicitly ([`Cache::objects`]).
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let cache = cacheme::Cache::builder().build().expect("memory store");
+/// let value: String = cache
+///     .lookup("greeting")
+///     .load(|| async { Ok::<_, std::convert::Infallible>("hello".to_owned()) })
+///     .await
+///     .expect("the loader cannot fail");
+/// assert_eq!(value, "hello");
+/// assert_eq!(cache.lookup::<String>("greeting").get().await.as_deref(), Some("hello"));
+/// # }
+/// ```
+#[derive(Clone)]
+pub struct Cache {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) prefix: String,
+    pub(crate) codec: Codec,
+    enabled: AtomicBool,
+    settings: ArcSwap<Settings>,
+    pub(crate) backend: Backend,
+    pub(crate) flights: Flights,
+    pub(crate) wakeups: Arc<Wakeups>,
+    pub(crate) stats: Stats,
+    /// Last prune time of each tag index (group indexes prune on every write).
+    pruned: Mutex<HashMap<String, u64>>,
+    /// Keys whose oversized values were already reported.
+    oversize_warned: Mutex<std::collections::HashSet<String>>,
+    /// Leases renewed by the keeper thread, for blocking loads.
+    pub(crate) keeper: Keeper,
+    subscriber_stop: Arc<AtomicBool>,
+}
+
+impl std::fmt::Debug for Cache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cache")
+            .field("prefix", &self.inner.prefix)
+            .field("backend", &self.inner.backend)
+            .field("enabled", &self.is_enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.subscriber_stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// How often tag indexes are pruned of expired members, at most.
+const TAG_PRUNE_EVERY_MS: u64 = 1000;
+
+impl Cache {
+    /// Start building a cache.
+    pub fn builder() -> CacheBuilder {
+        CacheBuilder::default()
+    }
+
+    pub(crate) fn from_builder(builder: CacheBuilder) -> Result<Cache> {
+        let wakeups = Arc::new(Wakeups::default());
+        let subscriber_stop = Arc::new(AtomicBool::new(false));
+        let channel = key::event_channel(&builder.prefix);
+        let backend = match builder.source {
+            Source::Memory => Backend::Memory(MemoryStore::default()),
+            Source::Redis {
+                url,
+                manager,
+                #[cfg(feature = "deadpool")]
+                pool,
+            } => {
+                let client = match &url {
+                    Some(url) => Some(redis::Client::open(url.as_str()).map_err(|source| {
+                        Error::Connect {
+                            url: storage::redis::redact(url),
+                            source,
+                        }
+                    })?),
+                    None => None,
+                };
+                let described = match &url {
+                    Some(url) => storage::redis::redact(url),
+                    None => "application connection".to_owned(),
+                };
+                #[cfg(feature = "deadpool")]
+                let pool_source = pool.map(|pool| storage::redis::AsyncSource::Pool {
+                    pool,
+                    current: ArcSwapOption::empty(),
+                });
+                #[cfg(not(feature = "deadpool"))]
+                let pool_source = None;
+                let async_source = match (manager, pool_source) {
+                    (Some(manager), _) => storage::redis::AsyncSource::Manager(manager),
+                    (None, Some(pool)) => pool,
+                    (None, None) => storage::redis::AsyncSource::Url(OnceLock::new()),
+                };
+                if let Some(client) = &client {
+                    crate::subscriber::spawn(
+                        client.clone(),
+                        channel.clone(),
+                        Arc::downgrade(&wakeups),
+                        subscriber_stop.clone(),
+                    );
+                }
+                Backend::Redis(RedisStore::new(client, async_source, described, channel))
+            }
+        };
+        let inner = Arc::new(Inner {
+            prefix: builder.prefix,
+            codec: builder.codec,
+            enabled: AtomicBool::new(builder.enabled),
+            settings: ArcSwap::from_pointee(builder.settings),
+            backend,
+            flights: Flights::default(),
+            wakeups,
+            stats: Stats::default(),
+            pruned: Mutex::new(HashMap::new()),
+            oversize_warned: Mutex::new(Default::default()),
+            keeper: Keeper::default(),
+            subscriber_stop,
+        });
+        Ok(Cache { inner })
+    }
+
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.inner.prefix
+    }
+
+    /// Whether caching is on (the seed's `ENABLE_CACHE`).
+    pub fn is_enabled(&self) -> bool {
+        self.inner.enabled()
+    }
+
+    /// Turn caching on or off. Takes effect on the next call.
+    pub fn set_enabled(&self, enabled: bool) {
+        self.inner.enabled.store(enabled, Ordering::Relaxed);
+    }
+
+    /// The current settings.
+    pub fn settings(&self) -> Settings {
+        (**self.inner.settings.load()).clone()
+    }
+
+    /// Change settings (the seed's `update_settings`); takes effect on the
+    /// next call.
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder().build().expect("memory store");
+    /// cache.update_settings(|s| s.stale = false);
+    /// assert!(!cache.settings().stale);
+    /// ```
+    pub fn update_settings(&self, update: impl FnOnce(&mut Settings)) {
+        let mut settings = self.settings();
+        update(&mut settings);
+        self.inner.settings.store(Arc::new(settings));
+    }
+
+    /// A copy of this cache's counters.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.inner.stats.snapshot()
+    }
+
+    /// True if values are kept in Redis (as opposed to this process's memory).
+    pub fn is_redis(&self) -> bool {
+        matches!(self.inner.backend, Backend::Redis(_))
+    }
+}
+
+impl Inner {
+    pub(crate) fn enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// The settings for one call.
+    pub(crate) fn settings(&self) -> Arc<Settings> {
+        self.settings.load_full()
+    }
+
+    pub(crate) fn reporting(&self, settings: &Settings) -> Reporting<'_> {
+        Reporting {
+            wakeups: &self.wakeups,
+            stats: &self.stats,
+            timeout: settings.op_timeout,
+        }
+    }
+
+    pub(crate) fn store_keys(&self, key: &str) -> StoreKeys {
+        StoreKeys::new(&self.prefix, key)
+    }
+
+    /// The protocol policy for a call.
+    pub(crate) fn policy(
+        &self,
+        settings: &Settings,
+        spec: &Spec,
+        stale: Option<bool>,
+        background_refresh: bool,
+    ) -> Policy {
+        Policy {
+            stale: stale.or(spec.stale).unwrap_or(settings.stale),
+            refresh_after: spec.refresh_after,
+            retries: settings.herd_retries,
+            interval: settings.herd_interval,
+            background_refresh,
+        }
+    }
+
+    /// The indexes a key belongs to: its tag, and its dependency groups (the
+    /// seed's invalid keys), with the expiry of its membership. `prune` asks
+    /// for expired members to be pruned on this write (always for groups, at
+    /// most once a second per tag since tag indexes are large).
+    pub(crate) fn indexes(
+        &self,
+        tag: &str,
+        groups: &[String],
+        expiry: Expiry,
+        prune: bool,
+    ) -> Vec<IndexAdd> {
+        let mut indexes = Vec::with_capacity(1 + groups.len());
+        indexes.push(IndexAdd {
+            index: key::tag_index(&self.prefix, tag),
+            expiry,
+            prune: prune && self.tag_prune_due(tag, storage::now_ms()),
+        });
+        for group in groups {
+            indexes.push(IndexAdd {
+                index: key::group_index(&self.prefix, group),
+                expiry,
+                prune,
+            });
+        }
+        indexes
+    }
+
+    fn tag_prune_due(&self, tag: &str, now_ms: u64) -> bool {
+        let mut pruned = self.pruned.lock().unwrap_or_else(PoisonError::into_inner);
+        match pruned.get_mut(tag) {
+            Some(last) if now_ms.saturating_sub(*last) < TAG_PRUNE_EVERY_MS => false,
+            Some(last) => {
+                *last = now_ms;
+                true
+            }
+            None => {
+                pruned.insert(tag.to_owned(), now_ms);
+                true
+            }
+        }
+    }
+
+    /// Report an oversized value once per key.
+    pub(crate) fn warn_oversize(&self, key: &str, size: usize, max: usize) {
+        let mut warned = self
+            .oversize_warned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if warned.len() < 10_000 && warned.insert(key.to_owned()) {
+            tracing::warn!(
+                key,
+                size,
+                max,
+                "cacheme: value is larger than max_value_size; returned but not stored"
+            );
+        }
+    }
+}
+
+/// A new lease token: 24 hex digits, unique across processes.
+pub(crate) fn new_token() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u64(count);
+    hasher.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos()),
+    );
+    format!(
+        "{:08x}{:08x}{:08x}",
+        std::process::id(),
+        count as u32,
+        hasher.finish() as u32
+    )
+}
+
+/// A lease the keeper renews: the key, the token, and the key's registration.
+type KeptLeaseInfo = (StoreKeys, String, Vec<IndexAdd>);
+
+/// Renews the leases of blocking loads from a background thread (async
+/// loads renew their own lease while they wait for the loader).
+#[derive(Default)]
+pub(crate) struct Keeper {
+    leases: Mutex<HashMap<u64, KeptLeaseInfo>>,
+    next_id: AtomicU64,
+    started: OnceLock<()>,
+}
+
+/// Unregisters a lease from the keeper when the load ends.
+pub(crate) struct KeptLease<'a> {
+    keeper: &'a Keeper,
+    id: u64,
+}
+
+impl Drop for KeptLease<'_> {
+    fn drop(&mut self) {
+        self.keeper
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(&self.id);
+    }
+}
+
+impl Keeper {
+    /// Keep `token`'s lease on `keys` alive until the returned guard drops.
+    pub(crate) fn keep<'a>(
+        cache: &'a Arc<Inner>,
+        keys: &StoreKeys,
+        token: &str,
+        registration: &[IndexAdd],
+    ) -> KeptLease<'a> {
+        let keeper = &cache.keeper;
+        keeper.started.get_or_init(|| {
+            let weak = Arc::downgrade(cache);
+            let spawned = std::thread::Builder::new()
+                .name("cacheme-lease-keeper".into())
+                .spawn(move || Keeper::run(weak));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cacheme: cannot start the lease keeper thread");
+            }
+        });
+        let id = keeper.next_id.fetch_add(1, Ordering::Relaxed);
+        keeper
+            .leases
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(id, (keys.clone(), token.to_owned(), registration.to_vec()));
+        KeptLease { keeper, id }
+    }
+
+    fn run(cache: Weak<Inner>) {
+        loop {
+            let Some(inner) = cache.upgrade() else { return };
+            let settings = inner.settings();
+            let leases: Vec<_> = inner
+                .keeper
+                .leases
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .values()
+                .cloned()
+                .collect();
+            let lease_ms = settings.lease_ttl.as_millis() as u64;
+            for (keys, token, registration) in &leases {
+                let op = storage::Extend {
+                    register: storage::Register {
+                        prefix: &inner.prefix,
+                        keys,
+                        indexes: registration,
+                    },
+                    token,
+                    lease_ms,
+                };
+                let _ = inner.backend.run_blocking(&op, &inner.reporting(&settings));
+            }
+            drop(inner);
+            std::thread::sleep(settings.lease_ttl / 3);
+        }
+    }
+}
+
+static GLOBAL: ArcSwapOption<Inner> = ArcSwapOption::const_empty();
+
+/// Make `cache` the global cache.
+pub fn install(cache: Cache) {
+    GLOBAL.store(Some(cache.inner));
+}
+
+/// The global cache: the one installed last, or else an in-memory cache with
+/// default settings (created on first use), so that examples and tests run
+/// without any set-up.
+pub fn global() -> Cache {
+    if let Some(inner) = GLOBAL.load_full() {
+        return Cache { inner };
+    }
+    let default = Cache::builder()
+        .build()
+        .expect("the default memory cache has a valid prefix");
+    GLOBAL.compare_and_swap(&None::<Arc<Inner>>, Some(default.inner.clone()));
+    Cache {
+        inner: GLOBAL.load_full().unwrap_or(default.inner),
+    }
+}

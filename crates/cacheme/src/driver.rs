@@ -1,0 +1,670 @@
+//! The two drivers of the protocol: one async, one blocking.
+//!
+//! Both are the same loop over [`Step`]s: ask the [`ReadFlow`] what to do,
+//! do it (a store op, a wait, the loader), feed the result back. Everything
+//! that is not I/O (building ops, reading replies, hooks, stats, the
+//! in-process flight) lives in [`Run`], shared by both; the drivers only
+//! differ in `.await`.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::Result;
+use crate::cache::{Inner, Keeper, new_token};
+use crate::envelope::{self, Envelope};
+use crate::error::LoadError;
+use crate::flight::{Join, Leader, Outcome};
+use crate::key::StoreKeys;
+use crate::lookup::{CacheValue, Lookup};
+use crate::protocol::{Claim, Found, ReadFlow, Serve, Step};
+use crate::settings::Settings;
+use crate::storage::memory::{ClaimRequest, FillRequest};
+use crate::storage::{
+    self, ClaimLease, Expiry, Extend, Fill, Get, IndexAdd, Register, Release, now_ms,
+};
+
+/// What a caller that waited for another caller's flight ends up with.
+enum Waited<V, E> {
+    Value(V),
+    Error(LoadError<E>),
+    Retry,
+}
+
+/// The async driver.
+pub(crate) async fn load_async<V, F, Fut, E>(
+    lookup: Lookup<'_, V>,
+    loader: F,
+) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    let inner = lookup.cache.inner.clone();
+    if bypass(&lookup) || tokio::runtime::Handle::try_current().is_err() {
+        return loader().await.map_err(LoadError::Own);
+    }
+    let keys = inner.store_keys(&lookup.key);
+    let mut loader = Some(loader);
+    let mut rounds = 0;
+    loop {
+        match inner.flights.join(keys.value()) {
+            Join::Leader(leader) => {
+                let loader = loader
+                    .take()
+                    .expect("only a leader takes the loader, and it returns");
+                let run = Run::new(&lookup, &inner, keys, leader);
+                return lead_async(run, loader).await;
+            }
+            Join::Waiter(flight) => {
+                inner.stats.coalesced();
+                match waited(&lookup, &inner, flight.wait().await) {
+                    Waited::Value(value) => return Ok(value),
+                    Waited::Error(error) => return Err(error),
+                    Waited::Retry => rounds += 1,
+                }
+            }
+        }
+        if rounds > inner.settings().herd_retries {
+            let loader = loader.take().expect("the loader is still ours");
+            return loader().await.map_err(LoadError::Own);
+        }
+    }
+}
+
+async fn lead_async<V, F, Fut, E>(mut run: Run<'_, '_, V, E>, loader: F) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    let inner = run.inner;
+    let backend = &inner.backend;
+    let report = inner.reporting(&run.settings);
+    let mut loader = Some(loader);
+    let mut ticket = None;
+    let mut step = run.flow.start();
+    loop {
+        step = match step {
+            Step::Read => {
+                let reply = backend.run(&run.get_op(), &report).await;
+                run.after_read(reply)
+            }
+            Step::Share => run.share(),
+            Step::Claim => {
+                ticket = Some(inner.wakeups.listen(run.keys.value()));
+                let reply = backend.run(&run.claim_op(), &report).await;
+                run.after_claim(reply)
+            }
+            Step::Wait(interval) => {
+                inner.stats.wait();
+                if let Some(ticket) = ticket.take() {
+                    ticket.wait(interval).await;
+                }
+                run.flow.on_wait_done()
+            }
+            Step::Register => {
+                let reply = backend.run(&run.register_op(), &report).await;
+                run.after_register(reply)
+            }
+            Step::Load => {
+                run.begin_load();
+                let load = (loader.take().expect("a flow loads at most once"))();
+                let result = if run.flow.holds_lease() {
+                    renewing_lease(
+                        load,
+                        backend,
+                        &run.extend_op(),
+                        &report,
+                        run.settings.lease_ttl,
+                    )
+                    .await
+                } else {
+                    load.await
+                };
+                run.after_load(result)
+            }
+            Step::Fill => match run.fill_op() {
+                Some(fill) => {
+                    let reply = backend.run(&fill, &report).await;
+                    run.after_fill(reply)
+                }
+                None => {
+                    let _ = backend.run(&run.release_op(), &report).await;
+                    run.after_fill(Ok(false))
+                }
+            },
+            Step::Release => {
+                let _ = backend.run(&run.release_op(), &report).await;
+                run.flow.on_released()
+            }
+            Step::Serve(serve) => match run.serve(serve) {
+                Ok(value) => return Ok(value),
+                Err(next) => next,
+            },
+            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
+            Step::ServeError | Step::Done => return Err(run.finish_error()),
+        };
+    }
+}
+
+/// Run `load` while renewing the lease every third of its lifetime.
+async fn renewing_lease<T>(
+    load: impl Future<Output = T>,
+    backend: &storage::Backend,
+    extend: &Extend<'_>,
+    report: &storage::Reporting<'_>,
+    lease_ttl: Duration,
+) -> T {
+    let renew = async {
+        loop {
+            tokio::time::sleep(lease_ttl / 3).await;
+            if !matches!(backend.run(extend, report).await, Ok(true)) {
+                // Lost or unreachable: the fill will tell.
+                return;
+            }
+        }
+    };
+    tokio::pin!(load);
+    tokio::select! {
+        biased;
+        output = &mut load => output,
+        () = renew => load.await,
+    }
+}
+
+/// The blocking driver: the same loop as [`load_async`], without `.await`.
+pub(crate) fn load_blocking<V, F, E>(lookup: Lookup<'_, V>, loader: F) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Result<V, E>,
+    E: Send + Sync + 'static,
+{
+    let inner = lookup.cache.inner.clone();
+    if bypass(&lookup) {
+        return loader().map_err(LoadError::Own);
+    }
+    let keys = inner.store_keys(&lookup.key);
+    let mut loader = Some(loader);
+    let mut rounds = 0;
+    loop {
+        match inner.flights.join(keys.value()) {
+            Join::Leader(leader) => {
+                let loader = loader
+                    .take()
+                    .expect("only a leader takes the loader, and it returns");
+                let run = Run::new(&lookup, &inner, keys, leader);
+                return lead_blocking(run, loader);
+            }
+            Join::Waiter(flight) => {
+                inner.stats.coalesced();
+                match waited(&lookup, &inner, flight.wait_blocking()) {
+                    Waited::Value(value) => return Ok(value),
+                    Waited::Error(error) => return Err(error),
+                    Waited::Retry => rounds += 1,
+                }
+            }
+        }
+        if rounds > inner.settings().herd_retries {
+            let loader = loader.take().expect("the loader is still ours");
+            return loader().map_err(LoadError::Own);
+        }
+    }
+}
+
+fn lead_blocking<V, F, E>(mut run: Run<'_, '_, V, E>, loader: F) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Result<V, E>,
+    E: Send + Sync + 'static,
+{
+    let inner = run.inner;
+    let backend = &inner.backend;
+    let report = inner.reporting(&run.settings);
+    let mut loader = Some(loader);
+    let mut ticket = None;
+    let mut step = run.flow.start();
+    loop {
+        step = match step {
+            Step::Read => {
+                let reply = backend.run_blocking(&run.get_op(), &report);
+                run.after_read(reply)
+            }
+            Step::Share => run.share(),
+            Step::Claim => {
+                ticket = Some(inner.wakeups.listen(run.keys.value()));
+                let reply = backend.run_blocking(&run.claim_op(), &report);
+                run.after_claim(reply)
+            }
+            Step::Wait(interval) => {
+                inner.stats.wait();
+                if let Some(ticket) = ticket.take() {
+                    ticket.wait_blocking(interval);
+                }
+                run.flow.on_wait_done()
+            }
+            Step::Register => {
+                let reply = backend.run_blocking(&run.register_op(), &report);
+                run.after_register(reply)
+            }
+            Step::Load => {
+                run.begin_load();
+                let load = loader.take().expect("a flow loads at most once");
+                let result = if run.flow.holds_lease() {
+                    let _renewed = Keeper::keep(inner, &run.keys, &run.token, &run.registration);
+                    load()
+                } else {
+                    load()
+                };
+                run.after_load(result)
+            }
+            Step::Fill => match run.fill_op() {
+                Some(fill) => {
+                    let reply = backend.run_blocking(&fill, &report);
+                    run.after_fill(reply)
+                }
+                None => {
+                    let _ = backend.run_blocking(&run.release_op(), &report);
+                    run.after_fill(Ok(false))
+                }
+            },
+            Step::Release => {
+                let _ = backend.run_blocking(&run.release_op(), &report);
+                run.flow.on_released()
+            }
+            Step::Serve(serve) => match run.serve(serve) {
+                Ok(value) => return Ok(value),
+                Err(next) => next,
+            },
+            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
+            Step::ServeError | Step::Done => return Err(run.finish_error()),
+        };
+    }
+}
+
+/// Whether the cache is left out of this call entirely.
+fn bypass<V>(lookup: &Lookup<'_, V>) -> bool {
+    if lookup.skip || !lookup.cache.inner.enabled() {
+        return true;
+    }
+    if lookup.key.is_empty() {
+        tracing::warn!(
+            spec = lookup.spec.name,
+            "cacheme: empty cache key; the call is not cached"
+        );
+        return true;
+    }
+    false
+}
+
+/// Turn a flight outcome into what a waiting caller returns.
+fn waited<V: CacheValue, E: Send + Sync + 'static>(
+    lookup: &Lookup<'_, V>,
+    inner: &Inner,
+    outcome: Outcome,
+) -> Waited<V, E> {
+    match outcome {
+        Outcome::Value(bytes) => match Envelope::parse(&bytes).and_then(|e| e.decode::<V>()) {
+            Ok(value) => {
+                inner.stats.hit();
+                if let Some(hit) = lookup.hit {
+                    hit(&lookup.key, &value);
+                }
+                Waited::Value(value)
+            }
+            // Another type under the same key: read for ourselves.
+            Err(_) => Waited::Retry,
+        },
+        Outcome::Error(error) => match error.downcast::<E>() {
+            Ok(error) => Waited::Error(LoadError::Shared(error)),
+            Err(_) => Waited::Retry,
+        },
+        Outcome::Retry => Waited::Retry,
+    }
+}
+
+/// Classify what a read returned; report what is not ours.
+fn classify(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
+    match read {
+        None => Found::Missing,
+        Some(bytes) => match Envelope::parse(bytes) {
+            Ok(envelope) => Found::Value {
+                state: envelope.state,
+                written_at_ms: envelope.written_at_ms,
+            },
+            Err(reason) => {
+                inner.stats.unreadable();
+                tracing::warn!(key, %reason, "cacheme: unreadable value under our key; treating it as a miss");
+                Found::Unreadable
+            }
+        },
+    }
+}
+
+/// The value in `bytes`, if a reader with these settings may be served it.
+pub(crate) fn servable<V: CacheValue>(
+    lookup: &Lookup<'_, V>,
+    settings: &Settings,
+    bytes: &[u8],
+) -> Option<V> {
+    let envelope = Envelope::parse(bytes).ok()?;
+    let stale_ok = lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale);
+    if envelope.state == envelope::State::Stale && !stale_ok {
+        return None;
+    }
+    envelope.decode().ok()
+}
+
+/// One leader's call: the flow and everything the steps produce.
+struct Run<'r, 'a, V, E> {
+    lookup: &'r Lookup<'a, V>,
+    inner: &'r Arc<Inner>,
+    settings: Arc<Settings>,
+    keys: StoreKeys,
+    flow: ReadFlow,
+    token: String,
+    read: Option<Vec<u8>>,
+    loaded: Option<V>,
+    sealed: Option<Vec<u8>>,
+    /// The indexes the key joins before loading (tag and groups known upfront).
+    registration: Vec<IndexAdd>,
+    /// The indexes written with the fill (also the groups of the value).
+    indexes: Vec<IndexAdd>,
+    ttl_ms: Option<u64>,
+    error: Option<E>,
+    leader: Option<Leader<'r>>,
+}
+
+impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
+    fn new(
+        lookup: &'r Lookup<'a, V>,
+        inner: &'r Arc<Inner>,
+        keys: StoreKeys,
+        leader: Leader<'r>,
+    ) -> Self {
+        let settings = inner.settings();
+        let policy = inner.policy(&settings, lookup.spec, lookup.stale, false);
+        let ttl = match lookup.ttl {
+            Some(ttl) => ttl,
+            None => lookup.spec.ttl.or(settings.default_ttl),
+        };
+        let ttl_ms = ttl.map(|ttl| (ttl.as_millis() as u64).max(1));
+        // Registered until the load is over: the lease's life (renewed with
+        // it), plus the value's TTL so that registering never shortens it.
+        let lease_ms = settings.lease_ttl.as_millis() as u64;
+        let registration = inner.indexes(
+            lookup.spec.tag,
+            lookup.groups.as_slice(),
+            Expiry::After(ttl_ms.unwrap_or(0) + lease_ms),
+            false,
+        );
+        Run {
+            lookup,
+            inner,
+            settings,
+            keys,
+            flow: ReadFlow::read(policy),
+            token: new_token(),
+            read: None,
+            loaded: None,
+            sealed: None,
+            registration,
+            indexes: Vec::new(),
+            ttl_ms,
+            error: None,
+            leader: Some(leader),
+        }
+    }
+
+    fn found(&self) -> Found {
+        classify(self.inner, &self.lookup.key, self.read.as_deref())
+    }
+
+    fn get_op(&self) -> Get<'_> {
+        Get { keys: &self.keys }
+    }
+
+    fn after_read(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
+        match reply {
+            Ok(read) => {
+                self.read = read;
+                self.flow.on_read(self.found(), now_ms())
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    /// Hand the value just read to this process's waiters (before an inline refresh).
+    fn share(&mut self) -> Step {
+        if let (Some(leader), Some(read)) = (self.leader.take(), &self.read) {
+            leader.finish(|| Outcome::Value(Arc::from(read.as_slice())));
+        }
+        self.flow.on_shared()
+    }
+
+    fn claim_op(&self) -> ClaimLease<'_> {
+        ClaimLease(ClaimRequest {
+            keys: &self.keys,
+            token: &self.token,
+            lease_ms: self.settings.lease_ttl.as_millis() as u64,
+            fresh_since_ms: self
+                .inner
+                .policy(&self.settings, self.lookup.spec, self.lookup.stale, false)
+                .fresh_since_ms(now_ms()),
+            stale_ok: self.flow.stale_ok(),
+        })
+    }
+
+    fn after_claim(&mut self, reply: Result<(Claim, Option<Vec<u8>>)>) -> Step {
+        match reply {
+            Ok((claim, read)) => {
+                // Keep what the first read found when the key is gone now:
+                // it may be the stale value to serve while someone refreshes.
+                if read.is_some() {
+                    self.read = read;
+                }
+                self.flow.on_claim(claim, self.found(), now_ms())
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    fn begin_load(&self) {
+        let stats = &self.inner.stats;
+        stats.miss();
+        stats.load();
+        if !self.flow.holds_lease() && self.read.is_none() {
+            stats.wait_exhausted();
+        }
+        if let Some(miss) = self.lookup.miss {
+            miss(&self.lookup.key);
+        }
+    }
+
+    fn after_load(&mut self, result: Result<V, E>) -> Step {
+        match result {
+            Ok(value) => {
+                if self.flow.holds_lease() {
+                    self.prepare_fill(&value);
+                } else {
+                    self.seal(&value);
+                }
+                self.loaded = Some(value);
+                self.flow.on_loaded(true)
+            }
+            Err(error) => {
+                self.inner.stats.load_error();
+                self.error = Some(error);
+                self.flow.on_loaded(false)
+            }
+        }
+    }
+
+    /// Serialize the value into an envelope, if it can be and is not too large.
+    fn seal(&mut self, value: &V) {
+        match self.inner.codec.encode(value) {
+            Ok(payload) => {
+                let sealed = envelope::seal(self.inner.codec, now_ms(), &payload);
+                let max = self.settings.max_value_size;
+                if sealed.len() > max {
+                    self.inner.stats.not_stored();
+                    self.inner
+                        .warn_oversize(&self.lookup.key, sealed.len(), max);
+                } else {
+                    self.sealed = Some(sealed);
+                }
+            }
+            Err(reason) => {
+                self.inner.stats.not_stored();
+                tracing::warn!(key = %self.lookup.key, %reason, "cacheme: value does not serialize; returned but not stored");
+            }
+        }
+    }
+
+    fn prepare_fill(&mut self, value: &V) {
+        self.seal(value);
+        let mut groups = self.lookup.groups.clone();
+        if let Some(groups_of) = self.lookup.groups_of {
+            groups_of(value, &mut groups);
+        }
+        let expiry = match self.ttl_ms {
+            Some(ms) => Expiry::After(ms),
+            None => Expiry::Never,
+        };
+        self.indexes = self
+            .inner
+            .indexes(self.lookup.spec.tag, groups.as_slice(), expiry, true);
+    }
+
+    /// The fill, or None when the value cannot be stored (then the lease is released).
+    fn fill_op(&self) -> Option<Fill<'_>> {
+        let sealed = self.sealed.as_deref()?;
+        Some(Fill(FillRequest {
+            prefix: &self.inner.prefix,
+            keys: &self.keys,
+            token: &self.token,
+            envelope: sealed,
+            ttl_ms: self.ttl_ms,
+            indexes: &self.indexes,
+        }))
+    }
+
+    fn after_fill(&mut self, reply: Result<bool>) -> Step {
+        match reply {
+            Ok(true) => {
+                self.inner.stats.fill();
+                self.flow.on_filled(true)
+            }
+            Ok(false) if self.sealed.is_some() => {
+                // The lease was revoked by an invalidation while we loaded.
+                self.inner.stats.fill_revoked();
+                self.flow.on_filled(false)
+            }
+            // Not storable: returned to the caller, released.
+            Ok(false) => self.flow.on_filled(true),
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    fn release_op(&self) -> Release<'_> {
+        Release {
+            keys: &self.keys,
+            token: &self.token,
+        }
+    }
+
+    fn register_op(&self) -> Register<'_> {
+        Register {
+            prefix: &self.inner.prefix,
+            keys: &self.keys,
+            indexes: &self.registration,
+        }
+    }
+
+    fn after_register(&mut self, reply: Result<()>) -> Step {
+        match reply {
+            Ok(()) => self.flow.on_registered(),
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    fn extend_op(&self) -> Extend<'_> {
+        Extend {
+            register: self.register_op(),
+            token: &self.token,
+            lease_ms: self.settings.lease_ttl.as_millis() as u64,
+        }
+    }
+
+    /// Serve the value read; if it does not decode, the flow goes on as for a miss.
+    fn serve(&mut self, serve: Serve) -> Result<V, Step> {
+        let decoded = match self.read.as_deref().map(Envelope::parse) {
+            Some(Ok(envelope)) => envelope.decode::<V>(),
+            Some(Err(reason)) => Err(reason),
+            None => Err(envelope::Unreadable::Truncated { len: 0 }),
+        };
+        match decoded {
+            Ok(value) => {
+                let stats = &self.inner.stats;
+                stats.hit();
+                if serve.stale {
+                    stats.stale_hit();
+                }
+                if let (Some(leader), Some(read)) = (self.leader.take(), &self.read) {
+                    leader.finish(|| Outcome::Value(Arc::from(read.as_slice())));
+                }
+                if let Some(hit) = self.lookup.hit {
+                    hit(&self.lookup.key, &value);
+                }
+                Ok(value)
+            }
+            Err(reason) => {
+                self.inner.stats.unreadable();
+                tracing::warn!(key = %self.lookup.key, %reason, "cacheme: stored value does not decode; reloading it");
+                Err(self.flow.on_read(Found::Unreadable, now_ms()))
+            }
+        }
+    }
+
+    fn finish_loaded(mut self, shareable: bool) -> V {
+        if let Some(leader) = self.leader.take() {
+            let sealed = self.sealed.take();
+            leader.finish(|| match sealed {
+                Some(sealed) if shareable => Outcome::Value(Arc::from(sealed)),
+                _ => Outcome::Retry,
+            });
+        }
+        self.loaded
+            .take()
+            .expect("the flow serves a loaded value only after a successful load")
+    }
+
+    fn finish_error(mut self) -> LoadError<E> {
+        let error = self
+            .error
+            .take()
+            .expect("the flow serves an error only after a failed load");
+        let Some(leader) = self.leader.take() else {
+            return LoadError::Own(error);
+        };
+        if !self.lookup.share_errors {
+            leader.finish(|| Outcome::Retry);
+            return LoadError::Own(error);
+        }
+        let mut own = Some(error);
+        let mut shared = None;
+        leader.finish(|| {
+            let error = Arc::new(own.take().expect("taken once"));
+            shared = Some(error.clone());
+            Outcome::Error(error)
+        });
+        match (own, shared) {
+            (Some(error), _) => LoadError::Own(error),
+            (None, Some(shared)) => LoadError::Shared(shared),
+            (None, None) => unreachable!("the error is either kept or shared"),
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! In-process singleflight: concurrent callers of one key share one read
+//! and one load.
+//!
+//! The first caller of a key becomes the leader and runs the protocol; the
+//! others wait for its [`Outcome`]. A leader that returns without an outcome
+//! (it panicked, or its future was dropped) leaves [`Outcome::Retry`], so a
+//! waiter takes over instead of hanging.
+
+use std::any::Any;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+
+use event_listener::{Event, Listener};
+
+/// What the leader hands to the callers that waited for it.
+#[derive(Clone)]
+pub(crate) enum Outcome {
+    /// The envelope bytes of the value (read or loaded); each waiter decodes.
+    Value(Arc<[u8]>),
+    /// The loader's error, type-erased; waiters downcast it to their `E`.
+    Error(Arc<dyn Any + Send + Sync>),
+    /// No value to share: read again.
+    Retry,
+}
+
+/// One key's flight.
+#[derive(Default)]
+pub(crate) struct Flight {
+    outcome: OnceLock<Outcome>,
+    done: Event,
+    waiters: AtomicUsize,
+}
+
+impl Flight {
+    /// Wait for the leader's outcome.
+    pub(crate) async fn wait(&self) -> Outcome {
+        loop {
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            let listener = self.done.listen();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            listener.await;
+        }
+    }
+
+    /// Block until the leader's outcome.
+    pub(crate) fn wait_blocking(&self) -> Outcome {
+        loop {
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            let listener = self.done.listen();
+            if let Some(outcome) = self.outcome.get() {
+                return outcome.clone();
+            }
+            listener.wait();
+        }
+    }
+}
+
+/// The flights in progress, by value key.
+#[derive(Default)]
+pub(crate) struct Flights {
+    flights: Mutex<HashMap<String, Arc<Flight>>>,
+}
+
+/// Whether this caller leads the flight or waits for it.
+pub(crate) enum Join<'a> {
+    /// Run the protocol, then [`Leader::finish`].
+    Leader(Leader<'a>),
+    /// Wait for the leader's outcome.
+    Waiter(Arc<Flight>),
+}
+
+/// The leader's duty to hand over an outcome.
+pub(crate) struct Leader<'a> {
+    flights: &'a Flights,
+    key: String,
+    flight: Arc<Flight>,
+    finished: bool,
+}
+
+impl Flights {
+    /// Join the flight for `key`, or start it.
+    pub(crate) fn join(&self, key: &str) -> Join<'_> {
+        let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(flight) = flights.get(key) {
+            flight.waiters.fetch_add(1, Ordering::Release);
+            return Join::Waiter(flight.clone());
+        }
+        let flight = Arc::new(Flight::default());
+        flights.insert(key.to_owned(), flight.clone());
+        Join::Leader(Leader {
+            flights: self,
+            key: key.to_owned(),
+            flight,
+            finished: false,
+        })
+    }
+
+    /// Detach the flight for `key` (after an invalidation) so that later
+    /// callers start a new one instead of joining a read that began before.
+    pub(crate) fn forget(&self, key: &str) {
+        self.flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(key);
+    }
+}
+
+impl Leader<'_> {
+    /// Hand the outcome to the waiters, if there are any; `outcome` is only
+    /// computed when someone waits.
+    pub(crate) fn finish(mut self, outcome: impl FnOnce() -> Outcome) {
+        self.detach();
+        // After `detach` no caller can join, so the count is final.
+        if self.flight.waiters.load(Ordering::Acquire) > 0 {
+            let _ = self.flight.outcome.set(outcome());
+            self.flight.done.notify(usize::MAX);
+        }
+        self.finished = true;
+    }
+
+    fn detach(&self) {
+        let mut flights = self
+            .flights
+            .flights
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if flights
+            .get(&self.key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        {
+            flights.remove(&self.key);
+        }
+    }
+}
+
+impl Drop for Leader<'_> {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Panicked or cancelled before finishing: let a waiter take over.
+        self.detach();
+        let _ = self.flight.outcome.set(Outcome::Retry);
+        self.flight.done.notify(usize::MAX);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn waiters_get_the_leaders_outcome() {
+        let flights = Flights::default();
+        let Join::Leader(leader) = flights.join("k") else {
+            panic!("first caller leads")
+        };
+        let Join::Waiter(flight) = flights.join("k") else {
+            panic!("second caller waits")
+        };
+        leader.finish(|| Outcome::Value(Arc::from(&b"v"[..])));
+        match flight.wait_blocking() {
+            Outcome::Value(bytes) => assert_eq!(&*bytes, b"v"),
+            _ => panic!("expected the value"),
+        }
+        // The flight is over: the next caller leads again.
+        assert!(matches!(flights.join("k"), Join::Leader(_)));
+    }
+
+    #[test]
+    fn a_dropped_leader_leaves_retry() {
+        let flights = Flights::default();
+        let leader = flights.join("k");
+        let Join::Waiter(flight) = flights.join("k") else {
+            panic!("second caller waits")
+        };
+        drop(leader);
+        assert!(matches!(flight.wait_blocking(), Outcome::Retry));
+    }
+
+    #[test]
+    fn a_panicking_leader_leaves_retry() {
+        let flights = Arc::new(Flights::default());
+        let Join::Waiter(flight) = ({
+            let Join::Leader(leader) = flights.join("k") else {
+                panic!("first caller leads")
+            };
+            let waiter = flights.join("k");
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+                let _leader = leader;
+                panic!("loader panicked");
+            }));
+            assert!(result.is_err());
+            waiter
+        }) else {
+            panic!("second caller waits")
+        };
+        assert!(matches!(flight.wait_blocking(), Outcome::Retry));
+    }
+
+    #[test]
+    fn forget_starts_a_new_flight() {
+        let flights = Flights::default();
+        let _leader = flights.join("k");
+        flights.forget("k");
+        assert!(matches!(flights.join("k"), Join::Leader(_)));
+    }
+}

@@ -1,0 +1,81 @@
+//! # cacheme
+//!
+//! Memoize functions and manage cache nodes on Redis (or in memory), the
+//! Rust form of the Python package cacheme, with what it lacked: exactly one
+//! load per cold key across every process, invalidation that never loses to
+//! a load in flight, a hit that costs one round trip, and a cache that fails
+//! open when Redis is down.
+//!
+//! ```
+//! use cacheme::Node;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+//! struct Cat { id: u64, name: String }
+//!
+//! #[derive(Node)]
+//! #[node(key = "cat:{id}", value = Cat, ttl = 300)]
+//! struct CatNode { id: u64 }
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() {
+//! // No set-up: the global cache is in memory until one is installed with
+//! // `cacheme::Cache::builder().redis_url("redis://127.0.0.1/").install()`.
+//! let cat = CatNode::objects()
+//!     .get_or_load(1, || async { Ok::<_, std::io::Error>(Cat { id: 1, name: "Tom".into() }) })
+//!     .await
+//!     .expect("the loader succeeds");
+//! assert_eq!(CatNode::objects().get(1).await, Some(cat));
+//! CatNode::objects().invalid(1).await.expect("memory store");
+//! # }
+//! ```
+//!
+//! See the README for the feature table, and `docs/` for the protocol, the
+//! data model and the benchmarks.
+
+mod cache;
+mod driver;
+mod envelope;
+mod error;
+mod flight;
+mod invalidation;
+pub mod key;
+mod lookup;
+mod manager;
+mod node;
+pub mod protocol;
+mod settings;
+mod spec;
+mod stats;
+mod storage;
+mod subscriber;
+mod tags;
+mod wakeups;
+
+pub use cache::{Cache, global, install};
+pub use envelope::Codec;
+pub use error::{Error, LoadError, Result};
+pub use invalidation::{Invalidation, Pattern, create_invalidation};
+pub use lookup::{CacheValue, GroupsOf, HitHook, LOOKUP_SPEC, Lookup, MissHook};
+pub use manager::{InvalidManager, Manager};
+pub use node::{IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
+pub use settings::{CacheBuilder, Settings};
+pub use spec::{Kind, Registration, Spec, registered};
+pub use stats::StatsSnapshot;
+pub use tags::{Tag, tag, tags};
+
+pub use cacheme_derive::{InvalidNode, Node};
+
+/// Envelope format details, for tools and tests that read raw values.
+pub mod wire {
+    pub use crate::envelope::{
+        Codec, Envelope, FRESH, HEADER_LEN, MAGIC, STALE, STATE_OFFSET, State, Unreadable, VERSION,
+        seal,
+    };
+}
+
+/// Not public API: used by the code the macros generate.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+}

@@ -1,0 +1,215 @@
+//! [`Lookup`]: one cached value and how to get it. The entry point that
+//! managers and `#[cacheme]` functions build on.
+
+use std::future::Future;
+use std::time::Duration;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::cache::Cache;
+use crate::error::LoadError;
+use crate::node::{IntoInvalidKeys, InvalidKeys};
+use crate::spec::{Kind, Registration, Spec};
+use crate::{driver, storage};
+
+/// A type that can be cached: serde both ways, shareable across threads.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be cached: cached values must implement serde's `Serialize` and `DeserializeOwned`",
+    label = "this value would be stored in the cache",
+    note = "add `#[derive(serde::Serialize, serde::Deserialize)]` to the type, or cache a type that has them"
+)]
+pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
+
+impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
+
+/// The spec of ad-hoc lookups made with [`Cache::lookup`] without one.
+pub static LOOKUP_SPEC: Spec = Spec::new("lookup", "lookup", Kind::Function);
+inventory::submit!(Registration::new(&LOOKUP_SPEC));
+
+/// Computes the dependency groups of a value once it is loaded.
+pub type GroupsOf<'a, V> = &'a (dyn Fn(&V, &mut InvalidKeys) + Sync);
+/// A hit hook: called with the key and the value served from the cache.
+pub type HitHook<'a, V> = &'a (dyn Fn(&str, &V) + Sync);
+/// A miss hook: called with the key before this caller runs the loader.
+pub type MissHook<'a> = &'a (dyn Fn(&str) + Sync);
+
+/// One cached value: its key, how it is cached, what it depends on, and
+/// which hooks to call. Get one from [`Cache::lookup`] (or, for nodes, from
+/// their manager), then [`load`](Lookup::load) or [`get`](Lookup::get) it.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use std::time::Duration;
+/// let cache = cacheme::Cache::builder().build().expect("memory store");
+/// let owner: String = cache
+///     .lookup("book:100>owner")
+///     .ttl(Some(Duration::from_secs(300)))
+///     .depends_on("user:200")
+///     .load(|| async { Ok::<_, std::convert::Infallible>("Ann".to_owned()) })
+///     .await
+///     .expect("the loader cannot fail");
+/// assert_eq!(owner, "Ann");
+/// // Invalidating the group marks the value stale.
+/// cacheme::create_invalidation().invalid_key("user:200").run_in(&cache).await.expect("memory store");
+/// # }
+/// ```
+#[must_use = "a lookup does nothing until `.load(..)` or `.get()` is called"]
+pub struct Lookup<'a, V> {
+    pub(crate) cache: Cache,
+    pub(crate) key: String,
+    pub(crate) spec: &'static Spec,
+    pub(crate) ttl: Option<Option<Duration>>,
+    pub(crate) stale: Option<bool>,
+    pub(crate) groups: InvalidKeys,
+    pub(crate) groups_of: Option<GroupsOf<'a, V>>,
+    pub(crate) hit: Option<HitHook<'a, V>>,
+    pub(crate) miss: Option<MissHook<'a>>,
+    pub(crate) share_errors: bool,
+    pub(crate) skip: bool,
+}
+
+impl Cache {
+    /// A lookup of the value under `key` (a cache key, without the prefix).
+    pub fn lookup<'a, V: CacheValue>(&self, key: impl Into<String>) -> Lookup<'a, V> {
+        Lookup {
+            cache: self.clone(),
+            key: key.into(),
+            spec: &LOOKUP_SPEC,
+            ttl: None,
+            stale: None,
+            groups: InvalidKeys::default(),
+            groups_of: None,
+            hit: None,
+            miss: None,
+            share_errors: true,
+            skip: false,
+        }
+    }
+}
+
+impl<'a, V: CacheValue> Lookup<'a, V> {
+    /// Cache under this spec's tag, with its meta (ttl, stale, version).
+    /// The version is appended to the key.
+    pub fn spec(mut self, spec: &'static Spec) -> Self {
+        self.key = spec.versioned(self.key);
+        self.spec = spec;
+        self
+    }
+
+    /// Time to live of the stored value (`None`: no expiry), overriding the
+    /// spec and the settings.
+    pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.ttl = Some(ttl);
+        self
+    }
+
+    /// Accept stale values or not, overriding the spec and the settings.
+    pub fn stale(mut self, stale: bool) -> Self {
+        self.stale = Some(stale);
+        self
+    }
+
+    /// The value depends on these invalid keys (dependency groups): it is
+    /// invalidated when any of them is.
+    pub fn depends_on(mut self, keys: impl IntoInvalidKeys) -> Self {
+        keys.push_into(&mut self.groups);
+        self
+    }
+
+    /// The value depends on invalid keys computed from the value itself
+    /// (the seed's `c.cacheme_result`); called once per load, before the fill.
+    pub fn depends_on_value(mut self, groups: GroupsOf<'a, V>) -> Self {
+        self.groups_of = Some(groups);
+        self
+    }
+
+    /// Call `hook` with the key and the value when the value comes from the
+    /// cache (or from a concurrent caller's load).
+    pub fn hit(mut self, hook: HitHook<'a, V>) -> Self {
+        self.hit = Some(hook);
+        self
+    }
+
+    /// Call `hook` with the key when this caller is about to run the loader.
+    pub fn miss(mut self, hook: MissHook<'a>) -> Self {
+        self.miss = Some(hook);
+        self
+    }
+
+    /// Skip the cache entirely when `skip` is true: the loader runs, nothing
+    /// is read or stored (the seed's `skip`).
+    pub fn skip(mut self, skip: bool) -> Self {
+        self.skip = skip;
+        self
+    }
+
+    /// Whether callers waiting in this process for a load that fails get the
+    /// leader's error, shared (the default), or run the loader themselves.
+    pub fn share_errors(mut self, share: bool) -> Self {
+        self.share_errors = share;
+        self
+    }
+
+    /// The cache key (without the prefix, with the version).
+    pub fn key(&self) -> &str {
+        &self.key
+    }
+
+    /// The value from the cache, or from `loader` (run by exactly one caller
+    /// among the concurrent ones, in this process and across processes).
+    ///
+    /// Store trouble never reaches the caller: the loader runs and the
+    /// failure is logged and counted. A loader error is returned and not
+    /// cached.
+    pub async fn load<F, Fut, E>(self, loader: F) -> Result<V, LoadError<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>>,
+        E: Send + Sync + 'static,
+    {
+        driver::load_async(self, loader).await
+    }
+
+    /// [`load`](Self::load) for blocking code: no async runtime needed.
+    pub fn load_blocking<F, E>(self, loader: F) -> Result<V, LoadError<E>>
+    where
+        F: FnOnce() -> Result<V, E>,
+        E: Send + Sync + 'static,
+    {
+        driver::load_blocking(self, loader)
+    }
+
+    /// The cached value, if there is one this caller may be served (fresh,
+    /// or stale with stale on). Never runs a loader. `None` on store trouble.
+    pub async fn get(self) -> Option<V> {
+        let inner = &self.cache.inner;
+        if !inner.enabled() || self.skip {
+            return None;
+        }
+        let settings = inner.settings();
+        let keys = inner.store_keys(&self.key);
+        let bytes = inner
+            .backend
+            .run(&storage::Get { keys: &keys }, &inner.reporting(&settings))
+            .await
+            .ok()??;
+        driver::servable(&self, &settings, &bytes)
+    }
+
+    /// [`get`](Self::get) for blocking code.
+    pub fn get_blocking(self) -> Option<V> {
+        let inner = &self.cache.inner;
+        if !inner.enabled() || self.skip {
+            return None;
+        }
+        let settings = inner.settings();
+        let keys = inner.store_keys(&self.key);
+        let bytes = inner
+            .backend
+            .run_blocking(&storage::Get { keys: &keys }, &inner.reporting(&settings))
+            .ok()??;
+        driver::servable(&self, &settings, &bytes)
+    }
+}

@@ -1,0 +1,265 @@
+//! Settings and the builder that connects a cache (the seed's
+//! `set_connection` and `update_settings`).
+
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::envelope::Codec;
+use crate::{Error, Result};
+
+/// Settings that can change while the cache runs
+/// ([`Cache::update_settings`]); read on every call.
+///
+/// The defaults are the seed's: stale data on, no TTL, 5 herd retries of 20 ms.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Settings {
+    /// Serve stale (invalidated) values while one caller refreshes them
+    /// (the seed's `STALE`). Node meta and decorator arguments override it.
+    pub stale: bool,
+    /// TTL of values whose node or function sets none.
+    pub default_ttl: Option<Duration>,
+    /// How many times a caller waits for another caller's load before it
+    /// loads for itself (the seed's `THUNDERING_HERD_RETRY_COUNT`).
+    pub herd_retries: u32,
+    /// The longest single wait (the seed's `THUNDERING_HERD_RETRY_TIME`).
+    /// Waiters are woken as soon as the value is filled, so this is a bound,
+    /// not a polling period.
+    pub herd_interval: Duration,
+    /// The longest a single store operation may take before the call fails
+    /// open (runs the loader, or returns the error to an invalidation).
+    pub op_timeout: Duration,
+    /// Lifetime of a load lease. It is renewed while the loader runs, so it
+    /// only matters when a process dies mid-load: others take over after it.
+    pub lease_ttl: Duration,
+    /// Values whose encoded size exceeds this are returned but not stored.
+    pub max_value_size: usize,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            stale: true,
+            default_ttl: None,
+            herd_retries: 5,
+            herd_interval: Duration::from_millis(20),
+            op_timeout: Duration::from_millis(250),
+            lease_ttl: Duration::from_secs(3),
+            max_value_size: 8 * 1024 * 1024,
+        }
+    }
+}
+
+/// Where a cache keeps its values.
+pub(crate) enum Source {
+    Memory,
+    Redis {
+        url: Option<String>,
+        manager: Option<redis::aio::ConnectionManager>,
+        #[cfg(feature = "deadpool")]
+        pool: Option<deadpool_redis::Pool>,
+    },
+}
+
+/// Builds a [`Cache`]: where it stores values and how it behaves.
+///
+/// ```
+/// use std::time::Duration;
+///
+/// let cache = cacheme::Cache::builder()
+///     .prefix("MYCACHE:")
+///     .herd_retry(5, Duration::from_millis(20))
+///     .stale(true)
+///     .build()
+///     .expect("the memory store needs no connection");
+/// assert_eq!(cache.prefix(), "MYCACHE:");
+/// ```
+#[must_use]
+pub struct CacheBuilder {
+    pub(crate) settings: Settings,
+    pub(crate) enabled: bool,
+    pub(crate) prefix: String,
+    pub(crate) codec: Codec,
+    pub(crate) source: Source,
+}
+
+impl Default for CacheBuilder {
+    fn default() -> Self {
+        CacheBuilder {
+            settings: Settings::default(),
+            enabled: true,
+            prefix: "CM:".to_owned(),
+            codec: Codec::MessagePack,
+            source: Source::Memory,
+        }
+    }
+}
+
+impl CacheBuilder {
+    /// Store values in this process's memory (the default).
+    pub fn memory(mut self) -> Self {
+        self.source = Source::Memory;
+        self
+    }
+
+    /// Store values in Redis at `url` (`redis://host:port/db`). Async calls
+    /// use one multiplexed, self-reconnecting connection; blocking calls and
+    /// the fill announcements use plain connections made from the same URL.
+    pub fn redis_url(mut self, url: impl Into<String>) -> Self {
+        let url = Some(url.into());
+        self.source = match self.source {
+            Source::Redis {
+                manager,
+                #[cfg(feature = "deadpool")]
+                pool,
+                ..
+            } => Source::Redis {
+                url,
+                manager,
+                #[cfg(feature = "deadpool")]
+                pool,
+            },
+            Source::Memory => Source::Redis {
+                url,
+                manager: None,
+                #[cfg(feature = "deadpool")]
+                pool: None,
+            },
+        };
+        self
+    }
+
+    /// Send async commands over the application's own `ConnectionManager`.
+    /// Add [`redis_url`](Self::redis_url) too for blocking calls and for
+    /// push wake-ups of waiting callers (without it, waiters re-check every
+    /// `herd_interval`).
+    pub fn connection_manager(mut self, manager: redis::aio::ConnectionManager) -> Self {
+        self.source = match self.source {
+            Source::Redis {
+                url,
+                #[cfg(feature = "deadpool")]
+                pool,
+                ..
+            } => Source::Redis {
+                url,
+                manager: Some(manager),
+                #[cfg(feature = "deadpool")]
+                pool,
+            },
+            Source::Memory => Source::Redis {
+                url: None,
+                manager: Some(manager),
+                #[cfg(feature = "deadpool")]
+                pool: None,
+            },
+        };
+        self
+    }
+
+    /// Send async commands over a connection taken from the application's
+    /// `deadpool_redis::Pool`. The connection is detached from the pool and
+    /// multiplexed (a pool checkout costs a `PING` round trip per command;
+    /// see `docs/connections.md`); after a connection error another one is
+    /// taken. Add [`redis_url`](Self::redis_url) too for blocking calls and
+    /// push wake-ups.
+    #[cfg(feature = "deadpool")]
+    pub fn deadpool(mut self, pool: deadpool_redis::Pool) -> Self {
+        self.source = match self.source {
+            Source::Redis { url, manager, .. } => Source::Redis {
+                url,
+                manager,
+                pool: Some(pool),
+            },
+            Source::Memory => Source::Redis {
+                url: None,
+                manager: None,
+                pool: Some(pool),
+            },
+        };
+        self
+    }
+
+    /// Prefix of every key this cache writes (default `CM:`).
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = prefix.into();
+        self
+    }
+
+    /// Turn caching on or off (the seed's `ENABLE_CACHE`); can be changed
+    /// later with [`Cache::set_enabled`]. When off, every call runs its
+    /// loader and the store is not touched.
+    pub fn enabled(mut self, enabled: bool) -> Self {
+        self.enabled = enabled;
+        self
+    }
+
+    /// Serve stale values while one caller refreshes (default on).
+    pub fn stale(mut self, stale: bool) -> Self {
+        self.settings.stale = stale;
+        self
+    }
+
+    /// TTL for values whose node or function sets none (default none).
+    pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
+        self.settings.default_ttl = ttl;
+        self
+    }
+
+    /// How many times, and at most how long each time, a caller waits for
+    /// another caller's load (default 5 × 20 ms).
+    pub fn herd_retry(mut self, retries: u32, interval: Duration) -> Self {
+        self.settings.herd_retries = retries;
+        self.settings.herd_interval = interval;
+        self
+    }
+
+    /// The longest a single store operation may take (default 250 ms).
+    pub fn op_timeout(mut self, timeout: Duration) -> Self {
+        self.settings.op_timeout = timeout;
+        self
+    }
+
+    /// Lifetime of a load lease (default 3 s; renewed while loading).
+    pub fn lease_ttl(mut self, ttl: Duration) -> Self {
+        self.settings.lease_ttl = ttl;
+        self
+    }
+
+    /// Largest encoded value that is stored (default 8 MiB).
+    pub fn max_value_size(mut self, bytes: usize) -> Self {
+        self.settings.max_value_size = bytes;
+        self
+    }
+
+    /// How values are serialized (default MessagePack).
+    pub fn codec(mut self, codec: Codec) -> Self {
+        self.codec = codec;
+        self
+    }
+
+    /// Replace all updatable settings at once.
+    pub fn settings(mut self, settings: Settings) -> Self {
+        self.settings = settings;
+        self
+    }
+
+    /// Build the cache. No connection is made yet: Redis is reached on first
+    /// use, and a cache whose Redis is down still answers (it fails open).
+    pub fn build(self) -> Result<Cache> {
+        if self.prefix.contains(['{', '}']) {
+            return Err(Error::InvalidKey {
+                key: self.prefix,
+                reason: "the prefix cannot contain `{` or `}` (they delimit Redis Cluster hash tags)",
+            });
+        }
+        Cache::from_builder(self)
+    }
+
+    /// Build the cache and install it as the global one, used by
+    /// `Node::objects()`, `cacheme::tag(..)` and `#[cacheme]` functions.
+    pub fn install(self) -> Result<Cache> {
+        let cache = self.build()?;
+        crate::cache::install(cache.clone());
+        Ok(cache)
+    }
+}

@@ -1,0 +1,66 @@
+//! Counters a cache keeps about itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+macro_rules! counters {
+    ($( $(#[$doc:meta])* $name:ident ),* $(,)?) => {
+        /// Live counters, updated with relaxed atomics.
+        #[derive(Debug, Default)]
+        pub(crate) struct Stats {
+            $( $name: AtomicU64, )*
+        }
+
+        impl Stats {
+            $(
+                pub(crate) fn $name(&self) {
+                    self.$name.fetch_add(1, Ordering::Relaxed);
+                }
+            )*
+
+            pub(crate) fn snapshot(&self) -> StatsSnapshot {
+                StatsSnapshot {
+                    $( $name: self.$name.load(Ordering::Relaxed), )*
+                }
+            }
+        }
+
+        /// A copy of a cache's counters at one moment ([`Cache::stats`](crate::Cache::stats)).
+        #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+        #[non_exhaustive]
+        pub struct StatsSnapshot {
+            $( $(#[$doc])* pub $name: u64, )*
+        }
+    };
+}
+
+counters! {
+    /// Values served from the store (fresh or stale) or from another caller's read.
+    hit,
+    /// Of those, stale values served while a refresh ran.
+    stale_hit,
+    /// Calls that found no servable value.
+    miss,
+    /// Loader runs started by this process.
+    load,
+    /// Loader runs that returned an error.
+    load_error,
+    /// Loaded values stored.
+    fill,
+    /// Fills refused because an invalidation revoked the lease meanwhile.
+    fill_revoked,
+    /// Times a caller waited for another caller's load.
+    wait,
+    /// Callers that spent their wait budget and loaded for themselves.
+    wait_exhausted,
+    /// Callers that waited in this process for a concurrent caller's read or load.
+    coalesced,
+    /// Values under our keys that could not be read (foreign, truncated, newer
+    /// format, or a payload that no longer decodes).
+    unreadable,
+    /// Loaded values not stored because they exceed `max_value_size` or do not serialize.
+    not_stored,
+    /// Store operations that failed (error, timeout, breaker open).
+    store_error,
+    /// Keys invalidated (marked stale or deleted) by this process.
+    invalidated,
+}
