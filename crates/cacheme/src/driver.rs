@@ -344,18 +344,40 @@ fn classify(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
     }
 }
 
-/// The value in `bytes`, if a reader with these settings may be served it.
+/// The value in `bytes` (what a `get` read), if a reader with these settings
+/// may be served it; counted as a hit or a miss.
 pub(crate) fn servable<V: CacheValue>(
     lookup: &Lookup<'_, V>,
     settings: &Settings,
-    bytes: &[u8],
+    bytes: Option<&[u8]>,
 ) -> Option<V> {
-    let envelope = Envelope::parse(bytes).ok()?;
+    let stats = &lookup.cache.inner.stats;
     let stale_ok = lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale);
-    if envelope.state == envelope::State::Stale && !stale_ok {
-        return None;
+    let decoded = match bytes.map(Envelope::parse) {
+        None => None,
+        Some(Ok(envelope)) if envelope.state == envelope::State::Stale && !stale_ok => None,
+        Some(Ok(envelope)) => Some(envelope.decode().map(|value| (value, envelope.state))),
+        Some(Err(reason)) => Some(Err(reason)),
+    };
+    match decoded {
+        Some(Ok((value, state))) => {
+            stats.hit();
+            if state == envelope::State::Stale {
+                stats.stale_hit();
+            }
+            Some(value)
+        }
+        Some(Err(reason)) => {
+            stats.unreadable();
+            stats.miss();
+            tracing::warn!(key = %lookup.key, %reason, "cacheme: unreadable value under our key; treating it as a miss");
+            None
+        }
+        None => {
+            stats.miss();
+            None
+        }
     }
-    envelope.decode().ok()
 }
 
 /// One leader's call: the flow and everything the steps produce.
@@ -450,10 +472,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             keys: &self.keys,
             token: &self.token,
             lease_ms: self.settings.lease_ttl.as_millis() as u64,
-            fresh_since_ms: self
-                .inner
-                .policy(&self.settings, self.lookup.spec, self.lookup.stale, false)
-                .fresh_since_ms(now_ms()),
+            fresh_since_ms: self.flow.fresh_since_ms(now_ms()),
             stale_ok: self.flow.stale_ok(),
         })
     }
@@ -601,10 +620,10 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     /// Serve the value read; if it does not decode, the flow goes on as for a miss.
     fn serve(&mut self, serve: Serve) -> Result<V, Step> {
-        let decoded = match self.read.as_deref().map(Envelope::parse) {
-            Some(Ok(envelope)) => envelope.decode::<V>(),
-            Some(Err(reason)) => Err(reason),
-            None => Err(envelope::Unreadable::Truncated { len: 0 }),
+        let (decoded, written_at_ms) = match self.read.as_deref().map(Envelope::parse) {
+            Some(Ok(envelope)) => (envelope.decode::<V>(), envelope.written_at_ms),
+            Some(Err(reason)) => (Err(reason), 0),
+            None => (Err(envelope::Unreadable::Truncated { len: 0 }), 0),
         };
         match decoded {
             Ok(value) => {
@@ -624,7 +643,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             Err(reason) => {
                 self.inner.stats.unreadable();
                 tracing::warn!(key = %self.lookup.key, %reason, "cacheme: stored value does not decode; reloading it");
-                Err(self.flow.on_read(Found::Unreadable, now_ms()))
+                Err(self.flow.on_undecodable(written_at_ms, now_ms()))
             }
         }
     }

@@ -74,6 +74,11 @@ pub mod wire {
     };
 }
 
+/// The README's examples, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+struct ReadmeDoctests;
+
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {

@@ -52,7 +52,7 @@ pub type MissHook<'a> = &'a (dyn Fn(&str) + Sync);
 ///     .expect("the loader cannot fail");
 /// assert_eq!(owner, "Ann");
 /// // Invalidating the group marks the value stale.
-/// cacheme::create_invalidation().invalid_key("user:200").run_in(&cache).await.expect("memory store");
+/// cache.create_invalidation().invalid_key("user:200").run().await.expect("memory store");
 /// # }
 /// ```
 #[must_use = "a lookup does nothing until `.load(..)` or `.get()` is called"]
@@ -194,8 +194,8 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             .backend
             .run(&storage::Get { keys: &keys }, &inner.reporting(&settings))
             .await
-            .ok()??;
-        driver::servable(&self, &settings, &bytes)
+            .ok()?;
+        driver::servable(&self, &settings, bytes.as_deref())
     }
 
     /// [`get`](Self::get) for blocking code.
@@ -209,7 +209,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         let bytes = inner
             .backend
             .run_blocking(&storage::Get { keys: &keys }, &inner.reporting(&settings))
-            .ok()??;
-        driver::servable(&self, &settings, &bytes)
+            .ok()?;
+        driver::servable(&self, &settings, bytes.as_deref())
     }
 }

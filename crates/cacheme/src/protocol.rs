@@ -170,6 +170,9 @@ pub struct ReadFlow {
     leased: bool,
     /// A value already read that may be served if the refresh is not ours.
     fallback: Option<Serve>,
+    /// The write time of a stored value whose payload did not decode: that
+    /// value is treated as unreadable from then on (a newer one is not).
+    undecodable: Option<u64>,
 }
 
 impl ReadFlow {
@@ -182,6 +185,7 @@ impl ReadFlow {
             waits_left: policy.retries,
             leased: false,
             fallback: None,
+            undecodable: None,
         }
     }
 
@@ -212,10 +216,37 @@ impl ReadFlow {
         self.policy.stale
     }
 
+    /// The oldest write time that counts as current for the claim script: the
+    /// policy's, but never a value already found undecodable.
+    pub fn fresh_since_ms(&self, now_ms: u64) -> u64 {
+        let since = self.policy.fresh_since_ms(now_ms);
+        match self.undecodable {
+            Some(written_at) => since.max(written_at + 1),
+            None => since,
+        }
+    }
+
+    /// A value whose payload does not decode into the caller's type (the
+    /// struct changed): a miss, and the same value stays a miss for this
+    /// flow, so that the claim does not report it as current again.
+    pub fn on_undecodable(&mut self, written_at_ms: u64, now_ms: u64) -> Step {
+        self.undecodable = Some(written_at_ms);
+        self.on_read(Found::Unreadable, now_ms)
+    }
+
+    fn recheck(&self, found: Found) -> Found {
+        match found {
+            Found::Value { written_at_ms, .. } if Some(written_at_ms) == self.undecodable => {
+                Found::Unreadable
+            }
+            found => found,
+        }
+    }
+
     /// The result of a `Read`.
     pub fn on_read(&mut self, found: Found, now_ms: u64) -> Step {
         self.phase = Phase::Claiming;
-        match found {
+        match self.recheck(found) {
             Found::Value {
                 state: State::Fresh,
                 written_at_ms,
@@ -259,6 +290,7 @@ impl ReadFlow {
 
     /// The result of a `Claim`, with what the script re-read.
     pub fn on_claim(&mut self, claim: Claim, found: Found, now_ms: u64) -> Step {
+        let found = self.recheck(found);
         match claim {
             Claim::Acquired => {
                 self.leased = true;
@@ -571,6 +603,23 @@ mod tests {
         let mut old = ReadFlow::read(policy);
         assert_eq!(old.on_read(fresh(800), 1000), Step::Share);
         assert_eq!(policy.fresh_since_ms(1000), 900);
+    }
+
+    #[test]
+    fn an_undecodable_value_is_never_current_again() {
+        let mut flow = ReadFlow::read(policy());
+        assert_eq!(flow.on_read(fresh(5), 6), SERVE_FRESH);
+        // The driver could not decode it.
+        assert_eq!(flow.on_undecodable(5, 6), Step::Claim);
+        assert_eq!(flow.fresh_since_ms(6), 6);
+        // Someone else holds the lease and the same value is still there: wait.
+        assert_eq!(
+            flow.on_claim(Claim::Busy, fresh(5), 6),
+            Step::Wait(INTERVAL)
+        );
+        flow.on_wait_done();
+        // A newer value was filled meanwhile: serve it.
+        assert_eq!(flow.on_claim(Claim::Current, fresh(9), 10), SERVE_FRESH);
     }
 
     #[test]

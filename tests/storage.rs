@@ -1,0 +1,222 @@
+//! What is stored, and how: the envelope, bad values under our keys, the
+//! key layout, and indexes that never outgrow the live keys.
+
+mod common;
+
+use std::time::Duration;
+
+use cacheme::wire::{Envelope, MAGIC, State, VERSION};
+use common::*;
+use std::convert::Infallible;
+
+fn raw_get(conn: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {
+    redis::cmd("GET").arg(key).query(conn).expect("GET")
+}
+
+fn raw_set(conn: &mut redis::Connection, key: &str, value: &[u8]) {
+    redis::cmd("SET")
+        .arg(key)
+        .arg(value)
+        .exec(conn)
+        .expect("SET");
+}
+
+/// The stored value is an envelope: magic, version, state, codec, write time,
+/// then the MessagePack payload; invalidation flips the state byte in place
+/// and keeps the TTL.
+#[tokio::test]
+async fn values_are_envelopes_and_invalidation_flips_state_in_place() {
+    let fx = Fixture::redis();
+    let mut conn = fx.redis_connection().expect("redis");
+    let cats = fx.cache.objects::<CatNode>();
+    cats.get_or_load(1, || async { Ok::<_, Infallible>(cat(1, "Tom")) })
+        .await
+        .expect("load");
+    let bytes = raw_get(&mut conn, "CM:{cat:1}").expect("stored");
+    assert_eq!(&bytes[..4], &[MAGIC, VERSION, 0, 0]);
+    let envelope = Envelope::parse(&bytes).expect("our envelope");
+    assert_eq!(envelope.state, State::Fresh);
+    assert_eq!(envelope.decode::<Cat>().expect("payload"), cat(1, "Tom"));
+    let payload: Cat = rmp_serde_decode(envelope.payload);
+    assert_eq!(
+        payload,
+        cat(1, "Tom"),
+        "plain MessagePack, readable by any client"
+    );
+
+    let ttl_before: i64 = redis::cmd("PTTL")
+        .arg("CM:{cat:1}")
+        .query(&mut conn)
+        .expect("PTTL");
+    cats.invalid(1).await.expect("invalidation");
+    let bytes = raw_get(&mut conn, "CM:{cat:1}").expect("still stored");
+    assert_eq!(
+        Envelope::parse(&bytes).expect("envelope").state,
+        State::Stale
+    );
+    let ttl_after: i64 = redis::cmd("PTTL")
+        .arg("CM:{cat:1}")
+        .query(&mut conn)
+        .expect("PTTL");
+    assert!(
+        ttl_after > 0 && ttl_after <= ttl_before,
+        "ttl kept: {ttl_before} -> {ttl_after}"
+    );
+}
+
+fn rmp_serde_decode<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> T {
+    // The payload is MessagePack with named fields; serde_json is not enough
+    // here, so go through cacheme's own codec, which is rmp-serde.
+    cacheme::Codec::MessagePack
+        .decode(bytes)
+        .expect("MessagePack")
+}
+
+/// Bytes under our key that are not a value of ours (foreign, truncated, a
+/// newer format, or a payload of another type) are a miss: the loader runs,
+/// its value overwrites them, and the caller never sees an error.
+#[tokio::test]
+async fn unreadable_values_are_misses_and_are_overwritten() {
+    let fx = Fixture::redis();
+    let mut conn = fx.redis_connection().expect("redis");
+    let cats = fx.cache.objects::<CatNode>();
+    let good = {
+        cats.get_or_load(100, || async { Ok::<_, Infallible>(cat(100, "x")) })
+            .await
+            .expect("load");
+        raw_get(&mut conn, "CM:{cat:100}").expect("stored")
+    };
+    let mut newer = good.clone();
+    newer[1] = VERSION + 1;
+    let other_type = {
+        let payload = cacheme::Codec::MessagePack
+            .encode(&"a string, not a Cat")
+            .expect("encode");
+        cacheme::wire::seal(cacheme::Codec::MessagePack, 1, &payload)
+    };
+    let cases: [(&str, Vec<u8>); 5] = [
+        ("foreign", b"hello from another program".to_vec()),
+        ("empty", Vec::new()),
+        ("truncated", good[..7].to_vec()),
+        ("newer format", newer),
+        ("payload of another type", other_type),
+    ];
+    for (id, (what, bytes)) in (1u64..).zip(cases) {
+        let key = format!("CM:{{cat:{id}}}");
+        raw_set(&mut conn, &key, &bytes);
+        assert_eq!(cats.get(id).await, None, "{what}: a miss");
+        let loaded = cats
+            .get_or_load(id, || async move { Ok::<_, Infallible>(cat(id, "fresh")) })
+            .await
+            .expect("never an error");
+        assert_eq!(loaded, cat(id, "fresh"), "{what}");
+        let stored = raw_get(&mut conn, &key).expect("overwritten");
+        assert_eq!(
+            Envelope::parse(&stored)
+                .and_then(|e| e.decode::<Cat>())
+                .expect("ours now"),
+            cat(id, "fresh"),
+            "{what}: overwritten by the fresh load"
+        );
+        assert_eq!(cats.get(id).await, Some(cat(id, "fresh")));
+    }
+    assert!(fx.cache.stats().unreadable >= 5, "{:?}", fx.cache.stats());
+}
+
+on_both_stores! {
+    /// The struct behind a key changed: the old payload no longer decodes, so
+    /// it is a miss and is replaced.
+    async fn a_changed_type_is_a_miss(fx) {
+        fx.cache.lookup::<String>("cat:1").load(|| async { Ok::<_, Infallible>("old shape".to_owned()) }).await.expect("load");
+        let cats = fx.cache.objects::<CatNode>();
+        assert_eq!(cats.get(1).await, None);
+        let loaded = cats.get_or_load(1, || async { Ok::<_, Infallible>(cat(1, "new shape")) }).await.expect("load");
+        assert_eq!(loaded, cat(1, "new shape"));
+        assert_eq!(cats.get(1).await, Some(cat(1, "new shape")));
+    }
+
+    /// Values larger than `max_value_size` are returned but not stored.
+    async fn oversized_values_are_returned_not_stored(fx) {
+        fx.cache.update_settings(|s| s.max_value_size = 64);
+        let big = "x".repeat(1000);
+        let value = fx.cache.lookup::<String>("big").load(|| async { Ok::<_, Infallible>(big.clone()) }).await.expect("load");
+        assert_eq!(value, big);
+        assert_eq!(fx.cache.lookup::<String>("big").get().await, None);
+        assert_eq!(fx.cache.stats().not_stored, 1);
+        // The lease was released: the next caller loads at once.
+        let again = fx.cache.lookup::<String>("big").load(|| async { Ok::<_, Infallible>("x".to_owned()) }).await.expect("load");
+        assert_eq!(again, "x");
+    }
+}
+
+/// A key, its lease and its value share a Redis Cluster hash slot (hash
+/// tags), so every script touches a single slot.
+#[tokio::test]
+async fn a_key_and_its_lease_share_a_hash_slot() {
+    for key in ["cat:1", "owner:1:cat:2", "a}b", "{x}", "猫"] {
+        let keys = cacheme::key::StoreKeys::new("CM:", key);
+        assert_eq!(
+            hash_slot(keys.value()),
+            hash_slot(&keys.lease()),
+            "{key}: {} vs {}",
+            keys.value(),
+            keys.lease()
+        );
+    }
+    // The slots of different keys differ (the tag is the key, not the prefix).
+    assert_ne!(hash_slot("CM:{cat:1}"), hash_slot("CM:{cat:2}"));
+}
+
+/// Tag and dependency indexes never outgrow the live keys: 10,000 keys
+/// written with a 1 s TTL; after they expire, one more write prunes them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn indexes_are_pruned_as_keys_expire() {
+    let fx = Fixture::redis();
+    let mut conn = fx.redis_connection().expect("redis");
+    let cache = fx.cache.clone();
+    // 10,000 writes, 100 at a time (all at once would only measure the
+    // per-operation timeout of a debug build on two vCPUs).
+    for chunk in (0..10_000u64).collect::<Vec<_>>().chunks(100) {
+        let writes: Vec<_> = chunk
+            .iter()
+            .map(|&id| {
+                let cache = cache.clone();
+                tokio::spawn(async move {
+                    cache
+                        .lookup::<u64>(format!("exp:{id}"))
+                        .ttl(Some(Duration::from_secs(1)))
+                        .depends_on("group:shared")
+                        .load(|| async move { Ok::<_, Infallible>(id) })
+                        .await
+                        .expect("load")
+                })
+            })
+            .collect();
+        for write in writes {
+            write.await.expect("write task");
+        }
+    }
+    assert_eq!(cache.stats().fill, 10_000, "{:?}", cache.stats());
+    let zcard = |conn: &mut redis::Connection, key: &str| -> u64 {
+        redis::cmd("ZCARD").arg(key).query(conn).expect("ZCARD")
+    };
+    // Some may already have expired and been pruned by later writes.
+    assert!(zcard(&mut conn, "CM:tag:{lookup}") > 5_000);
+    assert!(zcard(&mut conn, "CM:{group:shared}:invalid") > 5_000);
+
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    cache
+        .lookup::<u64>("exp:late")
+        .ttl(Some(Duration::from_secs(60)))
+        .depends_on("group:shared")
+        .load(|| async { Ok::<_, Infallible>(1) })
+        .await
+        .expect("load");
+    assert_eq!(zcard(&mut conn, "CM:tag:{lookup}"), 1);
+    assert_eq!(zcard(&mut conn, "CM:{group:shared}:invalid"), 1);
+    let keys = redis_keys(&mut conn);
+    assert!(
+        keys.len() <= 4,
+        "only the live key and its indexes remain: {keys:?}"
+    );
+}
