@@ -18,3 +18,8 @@ lint:
 # Format the workspace.
 fmt:
     cargo fmt --all
+
+# The herd: 4 processes x 50 tasks on one key (cold, stale on, stale off);
+# last line: `herd case=cold processes=4 tasks=50 loads=1 p50_ms=.. p99_ms=.. max_ms=..`.
+herd:
+    cargo bench --bench herd

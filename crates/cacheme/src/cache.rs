@@ -10,9 +10,9 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::envelope::Codec;
 use crate::flight::Flights;
 use crate::key::{self, StoreKeys};
+use crate::lookup::Lookup;
 use crate::protocol::Policy;
 use crate::settings::{CacheBuilder, Settings, Source};
-use crate::spec::Spec;
 use crate::stats::{Stats, StatsSnapshot};
 use crate::storage::{self, Backend, Expiry, IndexAdd, MemoryStore, RedisStore, Reporting};
 use crate::wakeups::Wakeups;
@@ -218,17 +218,13 @@ impl Inner {
         StoreKeys::new(&self.prefix, key)
     }
 
-    /// The protocol policy for a call.
-    pub(crate) fn policy(
-        &self,
-        settings: &Settings,
-        spec: &Spec,
-        stale: Option<bool>,
-        background_refresh: bool,
-    ) -> Policy {
+    /// The protocol policy for a lookup: its own overrides, then its spec's
+    /// meta, then the settings.
+    pub(crate) fn policy_for<V>(&self, lookup: &Lookup<'_, V>, background_refresh: bool) -> Policy {
+        let settings = self.settings();
         Policy {
-            stale: stale.or(spec.stale).unwrap_or(settings.stale),
-            refresh_after: spec.refresh_after,
+            stale: lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale),
+            refresh_after: lookup.refresh_after.or(lookup.spec.refresh_after),
             retries: settings.herd_retries,
             interval: settings.herd_interval,
             background_refresh,

@@ -31,11 +31,20 @@ enum Waited<V, E> {
     Retry,
 }
 
-/// The async driver.
-pub(crate) async fn load_async<V, F, Fut, E>(
-    lookup: Lookup<'_, V>,
+/// How a call ended.
+pub(crate) struct Led<V, E, F> {
+    pub(crate) result: Result<V, LoadError<E>>,
+    /// The loader, unused, when the value served must be refreshed in the
+    /// background (only with [`Lookup::load_detached`]).
+    pub(crate) refresh_with: Option<F>,
+}
+
+/// The async driver: join the in-process flight for the key, or lead it.
+pub(crate) async fn load_async<'l, V, F, Fut, E>(
+    lookup: &'l Lookup<'_, V>,
     loader: F,
-) -> Result<V, LoadError<E>>
+    detached: bool,
+) -> Led<V, E, F>
 where
     V: CacheValue,
     F: FnOnce() -> Fut,
@@ -43,8 +52,8 @@ where
     E: Send + Sync + 'static,
 {
     let inner = lookup.cache.inner.clone();
-    if bypass(&lookup) || tokio::runtime::Handle::try_current().is_err() {
-        return loader().await.map_err(LoadError::Own);
+    if bypass(lookup) || tokio::runtime::Handle::try_current().is_err() {
+        return Led::plain(loader().await.map_err(LoadError::Own));
     }
     let keys = inner.store_keys(&lookup.key);
     let mut loader = Some(loader);
@@ -55,26 +64,76 @@ where
                 let loader = loader
                     .take()
                     .expect("only a leader takes the loader, and it returns");
-                let run = Run::new(&lookup, &inner, keys, leader);
+                let flow = ReadFlow::read(inner.policy_for(lookup, detached));
+                let run = Run::new(lookup, &inner, keys, Some(leader), flow);
                 return lead_async(run, loader).await;
             }
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
-                match waited(&lookup, &inner, flight.wait().await) {
-                    Waited::Value(value) => return Ok(value),
-                    Waited::Error(error) => return Err(error),
+                match waited(lookup, &inner, flight.wait().await) {
+                    Waited::Value(value) => return Led::plain(Ok(value)),
+                    Waited::Error(error) => return Led::plain(Err(error)),
                     Waited::Retry => rounds += 1,
                 }
             }
         }
         if rounds > inner.settings().herd_retries {
             let loader = loader.take().expect("the loader is still ours");
-            return loader().await.map_err(LoadError::Own);
+            return Led::plain(loader().await.map_err(LoadError::Own));
         }
     }
 }
 
-async fn lead_async<V, F, Fut, E>(mut run: Run<'_, '_, V, E>, loader: F) -> Result<V, LoadError<E>>
+/// Lead a read: run the flow until it serves something.
+async fn lead_async<V, F, Fut, E>(mut run: Run<'_, '_, V, E>, loader: F) -> Led<V, E, F>
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    let mut loader = Some(loader);
+    let mut step = run.flow.start();
+    loop {
+        match steps_async(&mut run, step, &mut loader).await {
+            Step::Serve(serve) => match run.serve(serve) {
+                Ok(value) => {
+                    return Led {
+                        result: Ok(value),
+                        refresh_with: if serve.refresh { loader } else { None },
+                    };
+                }
+                Err(next) => step = next,
+            },
+            Step::ServeLoaded { shareable } => return Led::plain(Ok(run.finish_loaded(shareable))),
+            _ => return Led::plain(Err(run.finish_error())),
+        }
+    }
+}
+
+/// A background refresh: claim, load, fill; nothing to serve.
+pub(crate) async fn refresh_async<V, F, Fut, E>(lookup: Lookup<'_, V>, loader: F)
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    let inner = lookup.cache.inner.clone();
+    let keys = inner.store_keys(&lookup.key);
+    let flow = ReadFlow::refresh(inner.policy_for(&lookup, true));
+    let mut run = Run::<V, E>::new(&lookup, &inner, keys, None, flow);
+    let start = run.flow.start();
+    steps_async(&mut run, start, &mut Some(loader)).await;
+}
+
+/// Perform steps until the flow reaches one that ends it (a `Serve*`,
+/// `ServeError` or `Done`), which is returned.
+async fn steps_async<V, F, Fut, E>(
+    run: &mut Run<'_, '_, V, E>,
+    mut step: Step,
+    loader: &mut Option<F>,
+) -> Step
 where
     V: CacheValue,
     F: FnOnce() -> Fut,
@@ -84,9 +143,7 @@ where
     let inner = run.inner;
     let backend = &inner.backend;
     let report = inner.reporting(&run.settings);
-    let mut loader = Some(loader);
     let mut ticket = None;
-    let mut step = run.flow.start();
     loop {
         step = match step {
             Step::Read => {
@@ -100,11 +157,12 @@ where
                 run.after_claim(reply)
             }
             Step::Wait(interval) => {
-                inner.stats.wait();
-                if let Some(ticket) = ticket.take() {
-                    ticket.wait(interval).await;
-                }
-                run.flow.on_wait_done()
+                run.begin_wait();
+                let woken = match ticket.take() {
+                    Some(ticket) => ticket.wait(interval).await,
+                    None => false,
+                };
+                run.after_wait(woken)
             }
             Step::Register => {
                 let reply = backend.run(&run.register_op(), &report).await;
@@ -114,14 +172,8 @@ where
                 run.begin_load();
                 let load = (loader.take().expect("a flow loads at most once"))();
                 let result = if run.flow.holds_lease() {
-                    renewing_lease(
-                        load,
-                        backend,
-                        &run.extend_op(),
-                        &report,
-                        run.settings.lease_ttl,
-                    )
-                    .await
+                    let extend = run.extend_op();
+                    renewing_lease(load, backend, &extend, &report, run.settings.lease_ttl).await
                 } else {
                     load.await
                 };
@@ -141,12 +193,9 @@ where
                 let _ = backend.run(&run.release_op(), &report).await;
                 run.flow.on_released()
             }
-            Step::Serve(serve) => match run.serve(serve) {
-                Ok(value) => return Ok(value),
-                Err(next) => next,
-            },
-            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
-            Step::ServeError | Step::Done => return Err(run.finish_error()),
+            end @ (Step::Serve(_) | Step::ServeLoaded { .. } | Step::ServeError | Step::Done) => {
+                return end;
+            }
         };
     }
 }
@@ -176,15 +225,15 @@ async fn renewing_lease<T>(
     }
 }
 
-/// The blocking driver: the same loop as [`load_async`], without `.await`.
-pub(crate) fn load_blocking<V, F, E>(lookup: Lookup<'_, V>, loader: F) -> Result<V, LoadError<E>>
+/// The blocking driver: the same as [`load_async`], without `.await`.
+pub(crate) fn load_blocking<V, F, E>(lookup: &Lookup<'_, V>, loader: F) -> Result<V, LoadError<E>>
 where
     V: CacheValue,
     F: FnOnce() -> Result<V, E>,
     E: Send + Sync + 'static,
 {
     let inner = lookup.cache.inner.clone();
-    if bypass(&lookup) {
+    if bypass(lookup) {
         return loader().map_err(LoadError::Own);
     }
     let keys = inner.store_keys(&lookup.key);
@@ -196,12 +245,13 @@ where
                 let loader = loader
                     .take()
                     .expect("only a leader takes the loader, and it returns");
-                let run = Run::new(&lookup, &inner, keys, leader);
+                let flow = ReadFlow::read(inner.policy_for(lookup, false));
+                let run = Run::new(lookup, &inner, keys, Some(leader), flow);
                 return lead_blocking(run, loader);
             }
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
-                match waited(&lookup, &inner, flight.wait_blocking()) {
+                match waited(lookup, &inner, flight.wait_blocking()) {
                     Waited::Value(value) => return Ok(value),
                     Waited::Error(error) => return Err(error),
                     Waited::Retry => rounds += 1,
@@ -221,12 +271,35 @@ where
     F: FnOnce() -> Result<V, E>,
     E: Send + Sync + 'static,
 {
+    let mut loader = Some(loader);
+    let mut step = run.flow.start();
+    loop {
+        match steps_blocking(&mut run, step, &mut loader) {
+            Step::Serve(serve) => match run.serve(serve) {
+                Ok(value) => return Ok(value),
+                Err(next) => step = next,
+            },
+            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
+            _ => return Err(run.finish_error()),
+        }
+    }
+}
+
+/// [`steps_async`] without `.await`.
+fn steps_blocking<V, F, E>(
+    run: &mut Run<'_, '_, V, E>,
+    mut step: Step,
+    loader: &mut Option<F>,
+) -> Step
+where
+    V: CacheValue,
+    F: FnOnce() -> Result<V, E>,
+    E: Send + Sync + 'static,
+{
     let inner = run.inner;
     let backend = &inner.backend;
     let report = inner.reporting(&run.settings);
-    let mut loader = Some(loader);
     let mut ticket = None;
-    let mut step = run.flow.start();
     loop {
         step = match step {
             Step::Read => {
@@ -240,11 +313,12 @@ where
                 run.after_claim(reply)
             }
             Step::Wait(interval) => {
-                inner.stats.wait();
-                if let Some(ticket) = ticket.take() {
-                    ticket.wait_blocking(interval);
-                }
-                run.flow.on_wait_done()
+                run.begin_wait();
+                let woken = match ticket.take() {
+                    Some(ticket) => ticket.wait_blocking(interval),
+                    None => false,
+                };
+                run.after_wait(woken)
             }
             Step::Register => {
                 let reply = backend.run_blocking(&run.register_op(), &report);
@@ -275,13 +349,19 @@ where
                 let _ = backend.run_blocking(&run.release_op(), &report);
                 run.flow.on_released()
             }
-            Step::Serve(serve) => match run.serve(serve) {
-                Ok(value) => return Ok(value),
-                Err(next) => next,
-            },
-            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
-            Step::ServeError | Step::Done => return Err(run.finish_error()),
+            end @ (Step::Serve(_) | Step::ServeLoaded { .. } | Step::ServeError | Step::Done) => {
+                return end;
+            }
         };
+    }
+}
+
+impl<V, E, F> Led<V, E, F> {
+    fn plain(result: Result<V, LoadError<E>>) -> Self {
+        Led {
+            result,
+            refresh_with: None,
+        }
     }
 }
 
@@ -396,6 +476,8 @@ struct Run<'r, 'a, V, E> {
     /// The indexes written with the fill (also the groups of the value).
     indexes: Vec<IndexAdd>,
     ttl_ms: Option<u64>,
+    /// This caller waited for another caller's load at least once.
+    waited: bool,
     error: Option<E>,
     leader: Option<Leader<'r>>,
 }
@@ -405,10 +487,10 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         lookup: &'r Lookup<'a, V>,
         inner: &'r Arc<Inner>,
         keys: StoreKeys,
-        leader: Leader<'r>,
+        leader: Option<Leader<'r>>,
+        flow: ReadFlow,
     ) -> Self {
         let settings = inner.settings();
-        let policy = inner.policy(&settings, lookup.spec, lookup.stale, false);
         let ttl = match lookup.ttl {
             Some(ttl) => ttl,
             None => lookup.spec.ttl.or(settings.default_ttl),
@@ -428,7 +510,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             inner,
             settings,
             keys,
-            flow: ReadFlow::read(policy),
+            flow,
             token: new_token(),
             read: None,
             loaded: None,
@@ -436,8 +518,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             registration,
             indexes: Vec::new(),
             ttl_ms,
+            waited: false,
             error: None,
-            leader: Some(leader),
+            leader,
         }
     }
 
@@ -468,6 +551,8 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     fn claim_op(&self) -> ClaimLease<'_> {
+        // (The flow knows how old a value may be: refresh_after and values
+        // already found undecodable.)
         ClaimLease(ClaimRequest {
             keys: &self.keys,
             token: &self.token,
@@ -491,11 +576,23 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         }
     }
 
+    fn begin_wait(&mut self) {
+        self.inner.stats.wait();
+        self.waited = true;
+    }
+
+    fn after_wait(&mut self, woken: bool) -> Step {
+        if woken {
+            self.inner.stats.woken();
+        }
+        self.flow.on_wait_done()
+    }
+
     fn begin_load(&self) {
         let stats = &self.inner.stats;
         stats.miss();
         stats.load();
-        if !self.flow.holds_lease() && self.read.is_none() {
+        if !self.flow.holds_lease() && self.waited {
             stats.wait_exhausted();
         }
         if let Some(miss) = self.lookup.miss {

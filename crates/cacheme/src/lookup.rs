@@ -62,6 +62,7 @@ pub struct Lookup<'a, V> {
     pub(crate) spec: &'static Spec,
     pub(crate) ttl: Option<Option<Duration>>,
     pub(crate) stale: Option<bool>,
+    pub(crate) refresh_after: Option<Duration>,
     pub(crate) groups: InvalidKeys,
     pub(crate) groups_of: Option<GroupsOf<'a, V>>,
     pub(crate) hit: Option<HitHook<'a, V>>,
@@ -79,6 +80,7 @@ impl Cache {
             spec: &LOOKUP_SPEC,
             ttl: None,
             stale: None,
+            refresh_after: None,
             groups: InvalidKeys::default(),
             groups_of: None,
             hit: None,
@@ -108,6 +110,16 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Accept stale values or not, overriding the spec and the settings.
     pub fn stale(mut self, stale: bool) -> Self {
         self.stale = Some(stale);
+        self
+    }
+
+    /// Refresh the value ahead of its expiry once it is this old: callers keep
+    /// being served the cached value while exactly one of them (in the whole
+    /// fleet) reloads it. With [`load`](Self::load) that caller reloads
+    /// before returning; with [`load_detached`](Self::load_detached) the
+    /// reload runs in the background and every caller is served at once.
+    pub fn refresh_after(mut self, age: Duration) -> Self {
+        self.refresh_after = Some(age);
         self
     }
 
@@ -169,7 +181,57 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        driver::load_async(self, loader).await
+        driver::load_async(&self, loader, false).await.result
+    }
+
+    /// [`load`](Self::load), but when the value needs a refresh (it is stale
+    /// and stale values are accepted, or it is older than `refresh_after`),
+    /// this caller too is served the cached value at once, and the refresh
+    /// (one per key across the fleet) runs in a background task. The loader
+    /// must own its data (`'static`) to be run after this call returns.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// let cache = cacheme::Cache::builder().build().expect("memory store");
+    /// let price = |v: u32| async move { Ok::<_, std::convert::Infallible>(v) };
+    /// let lookup = || cache.lookup::<u32>("price:7").refresh_after(Duration::from_millis(1));
+    /// assert_eq!(lookup().load_detached(move || price(100)).await.expect("loads"), 100);
+    /// tokio::time::sleep(Duration::from_millis(5)).await;
+    /// // Old enough to refresh: served the cached value at once, refreshed behind.
+    /// assert_eq!(lookup().load_detached(move || price(101)).await.expect("cached"), 100);
+    /// # }
+    /// ```
+    pub async fn load_detached<F, Fut, E>(self, loader: F) -> Result<V, LoadError<E>>
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+        E: Send + Sync + 'static,
+    {
+        let led = driver::load_async(&self, loader, true).await;
+        if let Some(loader) = led.refresh_with {
+            tokio::spawn(driver::refresh_async(self.detached(), loader));
+        }
+        led.result
+    }
+
+    /// The parts of this lookup that a background task can own (no hooks).
+    fn detached(&self) -> Lookup<'static, V> {
+        Lookup {
+            cache: self.cache.clone(),
+            key: self.key.clone(),
+            spec: self.spec,
+            ttl: self.ttl,
+            stale: self.stale,
+            refresh_after: self.refresh_after,
+            groups: self.groups.clone(),
+            groups_of: None,
+            hit: None,
+            miss: None,
+            share_errors: self.share_errors,
+            skip: self.skip,
+        }
     }
 
     /// [`load`](Self::load) for blocking code: no async runtime needed.
@@ -178,7 +240,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         F: FnOnce() -> Result<V, E>,
         E: Send + Sync + 'static,
     {
-        driver::load_blocking(self, loader)
+        driver::load_blocking(&self, loader)
     }
 
     /// The cached value, if there is one this caller may be served (fresh,

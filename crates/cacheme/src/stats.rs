@@ -50,6 +50,9 @@ counters! {
     fill_revoked,
     /// Times a caller waited for another caller's load.
     wait,
+    /// Of those waits, the ones ended by an announcement (a fill, a released
+    /// or revoked lease) rather than by the interval running out.
+    woken,
     /// Callers that spent their wait budget and loaded for themselves.
     wait_exhausted,
     /// Callers that waited in this process for a concurrent caller's read or load.

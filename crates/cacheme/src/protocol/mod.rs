@@ -2,11 +2,11 @@
 //!
 //! A [`ReadFlow`] is a small state machine. A driver asks it for the next
 //! [`Step`], performs that step against a store (a Redis round trip, a loader
-//! call, a wait), and feeds back what happened. The async driver
-//! (`crate::driver::run_async`) and the blocking driver
-//! (`crate::driver::run_blocking`) are the same loop, one with `.await`; the
-//! tests below and the model check in `tests/model.rs`-style unit tests drive
-//! it with a simulated store and a fake clock.
+//! call, a wait), and feeds back what happened. The async and the blocking
+//! drivers (`crate::driver`) are the same loop, one with `.await`; the unit
+//! tests below, and the model check in `model_check.rs` (random interleavings
+//! of many callers, invalidations, lease expiries and crashes against the
+//! memory store with a fake clock), drive it without I/O.
 //!
 //! The protocol in one paragraph: read the value (one `GET`). A fresh value
 //! is served. A stale value (invalidated in place) is served to readers that
@@ -24,6 +24,9 @@
 use std::time::Duration;
 
 use crate::envelope::State;
+
+#[cfg(test)]
+mod model_check;
 
 /// What a reader accepts and how long it waits; resolved from settings,
 /// node meta and decorator arguments.
