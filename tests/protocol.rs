@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use cacheme::{Cache, LoadError, Pattern};
 use cacheme_test_support::RedisServer;
-use common::*;
 use tokio::sync::{Barrier, Notify};
 
 /// Wait (bounded) until `done` holds; the bound only turns a hang into a failure.

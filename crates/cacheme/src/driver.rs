@@ -40,8 +40,8 @@ pub(crate) struct Led<V, E, F> {
 }
 
 /// The async driver: join the in-process flight for the key, or lead it.
-pub(crate) async fn load_async<'l, V, F, Fut, E>(
-    lookup: &'l Lookup<'_, V>,
+pub(crate) async fn load_async<V, F, Fut, E>(
+    lookup: &Lookup<'_, V>,
     loader: F,
     detached: bool,
 ) -> Led<V, E, F>
