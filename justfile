@@ -23,3 +23,8 @@ fmt:
 # last line: `herd case=cold processes=4 tasks=50 loads=1 p50_ms=.. p99_ms=.. max_ms=..`.
 herd:
     cargo bench --bench herd
+
+# The fault soak (at most 60 s): kills and restarts redis under 64 tasks;
+# last line: `faults seconds=60 calls=.. kills=.. errors_to_caller=0 wrong_values=0 recovered_ms_max=..`.
+faults:
+    cargo bench --bench faults

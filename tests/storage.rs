@@ -174,6 +174,8 @@ async fn indexes_are_pruned_as_keys_expire() {
     let fx = Fixture::redis();
     let mut conn = fx.redis_connection().expect("redis");
     let cache = fx.cache.clone();
+    // Not a timeout test: a loaded CI machine must not make writes fail open.
+    cache.update_settings(|s| s.op_timeout = Duration::from_secs(10));
     // 10,000 writes, 100 at a time (all at once would only measure the
     // per-operation timeout of a debug build on two vCPUs).
     for chunk in (0..10_000u64).collect::<Vec<_>>().chunks(100) {

@@ -309,7 +309,7 @@ fn unknown(name: &Ident, attr: &str, valid: &[&str]) -> syn::Error {
 }
 
 /// The valid name closest to a misspelled one, if it is close enough.
-fn suggestion<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
+pub(crate) fn suggestion<'a>(name: &str, valid: &[&'a str]) -> Option<&'a str> {
     valid
         .iter()
         .map(|candidate| (edit_distance(name, candidate), *candidate))
@@ -403,10 +403,10 @@ fn value_type(name: &Ident, value: &Option<ArgValue>) -> syn::Result<Type> {
     }
 }
 
-fn duration(name: &Ident, value: &Option<ArgValue>) -> syn::Result<Millis> {
-    let expr = expr_of(name, value)?;
-    let millis = match expr {
-        // `ttl = 300`, and `ttl = 1500ms` / `5m` as a suffixed literal.
+/// The milliseconds of a duration literal: `300` (seconds), `1500ms` / `5m`
+/// (a suffixed literal), or a string with a unit (`"1500ms"`, `"30s"`, ..).
+pub(crate) fn duration_literal(expr: &Expr) -> Option<u64> {
+    match expr {
         Expr::Lit(ExprLit {
             lit: Lit::Int(int), ..
         }) => parse_duration(&format!("{}{}", int.base10_digits(), int.suffix())),
@@ -415,7 +415,12 @@ fn duration(name: &Ident, value: &Option<ArgValue>) -> syn::Result<Millis> {
             ..
         }) => parse_duration(&text.value()),
         _ => None,
-    };
+    }
+}
+
+fn duration(name: &Ident, value: &Option<ArgValue>) -> syn::Result<Millis> {
+    let expr = expr_of(name, value)?;
+    let millis = duration_literal(expr);
     match millis {
         Some(0) => Err(syn::Error::new_spanned(
             expr,

@@ -52,6 +52,7 @@ pub(crate) struct Inner {
     pub(crate) flights: Flights,
     pub(crate) wakeups: Arc<Wakeups>,
     pub(crate) stats: Stats,
+    warn_gate: crate::breaker::WarnGate,
     /// Last prune time of each tag index (group indexes prune on every write).
     pruned: Mutex<HashMap<String, u64>>,
     /// Keys whose oversized values were already reported.
@@ -143,6 +144,7 @@ impl Cache {
             flights: Flights::default(),
             wakeups,
             stats: Stats::default(),
+            warn_gate: Default::default(),
             pruned: Mutex::new(HashMap::new()),
             oversize_warned: Mutex::new(Default::default()),
             keeper: Keeper::default(),
@@ -210,7 +212,12 @@ impl Inner {
         Reporting {
             wakeups: &self.wakeups,
             stats: &self.stats,
+            warn_gate: &self.warn_gate,
             timeout: settings.op_timeout,
+            limits: crate::breaker::Limits {
+                threshold: settings.breaker_threshold,
+                cooldown: settings.breaker_cooldown,
+            },
         }
     }
 

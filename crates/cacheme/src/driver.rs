@@ -398,6 +398,9 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
             // Another type under the same key: read for ourselves.
             Err(_) => Waited::Retry,
         },
+        // A caller that does not share errors never gets another caller's:
+        // it loads for itself (its error type may not be cloneable).
+        Outcome::Error(_) if !lookup.share_errors => Waited::Retry,
         Outcome::Error(error) => match error.downcast::<E>() {
             Ok(error) => Waited::Error(LoadError::Shared(error)),
             Err(_) => Waited::Retry,

@@ -33,6 +33,7 @@
 //! See the README for the feature table, and `docs/` for the protocol, the
 //! data model and the benchmarks.
 
+mod breaker;
 mod cache;
 mod driver;
 mod envelope;
@@ -42,9 +43,11 @@ mod invalidation;
 pub mod key;
 mod lookup;
 mod manager;
+mod memo;
 mod node;
 pub mod protocol;
 mod settings;
+pub mod sources;
 mod spec;
 mod stats;
 mod storage;
@@ -64,7 +67,7 @@ pub use spec::{Kind, Registration, Spec, registered};
 pub use stats::StatsSnapshot;
 pub use tags::{Tag, tag, tags};
 
-pub use cacheme_derive::{InvalidNode, Node};
+pub use cacheme_derive::{InvalidNode, Node, cacheme};
 
 /// Envelope format details, for tools and tests that read raw values.
 pub mod wire {
@@ -83,4 +86,10 @@ struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
+
+    pub use crate::__cacheme_error_policy as error_policy;
+    pub use crate::memo::{
+        DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
+        ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,
+    };
 }

@@ -34,6 +34,13 @@ pub struct Settings {
     pub lease_ttl: Duration,
     /// Values whose encoded size exceeds this are returned but not stored.
     pub max_value_size: usize,
+    /// After this many consecutive failures to reach Redis, the circuit
+    /// breaker opens: calls stop waiting for Redis (they run their loaders at
+    /// once) for [`breaker_cooldown`](Self::breaker_cooldown), then one probe
+    /// decides whether it closes.
+    pub breaker_threshold: u32,
+    /// How long the circuit breaker stays open before it probes Redis again.
+    pub breaker_cooldown: Duration,
 }
 
 impl Default for Settings {
@@ -46,6 +53,8 @@ impl Default for Settings {
             op_timeout: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(3),
             max_value_size: 8 * 1024 * 1024,
+            breaker_threshold: 5,
+            breaker_cooldown: Duration::from_millis(500),
         }
     }
 }
@@ -228,6 +237,14 @@ impl CacheBuilder {
     /// Largest encoded value that is stored (default 8 MiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.settings.max_value_size = bytes;
+        self
+    }
+
+    /// Open the circuit breaker after `threshold` consecutive failures to
+    /// reach Redis, for `cooldown` (default 5 failures, 500 ms).
+    pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
+        self.settings.breaker_threshold = threshold;
+        self.settings.breaker_cooldown = cooldown;
         self
     }
 

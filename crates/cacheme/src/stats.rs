@@ -62,8 +62,12 @@ counters! {
     unreadable,
     /// Loaded values not stored because they exceed `max_value_size` or do not serialize.
     not_stored,
-    /// Store operations that failed (error, timeout, breaker open).
+    /// Store operations that failed (error or timeout).
     store_error,
+    /// Store operations not sent because the circuit breaker was open.
+    short_circuited,
+    /// Times the circuit breaker opened.
+    breaker_opened,
     /// Keys invalidated (marked stale or deleted) by this process.
     invalidated,
 }

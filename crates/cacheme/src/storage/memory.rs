@@ -230,13 +230,6 @@ impl MemoryState {
             .unwrap_or_default()
     }
 
-    /// The token holding a lease now, if any (for the model check).
-    #[cfg(test)]
-    pub(crate) fn lease_holder(&mut self, keys: &StoreKeys, now_ms: u64) -> Option<String> {
-        self.live_lease(&keys.lease(), now_ms)
-            .map(|l| l.token.clone())
-    }
-
     /// Number of members stored in an index, expired or not (for tests of pruning).
     #[cfg(test)]
     pub(crate) fn index_len(&self, index: &str) -> usize {

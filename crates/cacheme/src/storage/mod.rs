@@ -10,10 +10,11 @@
 pub(crate) mod memory;
 pub(crate) mod redis;
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use ::redis::{Cmd, Pipeline, RedisResult, Value};
 
+use crate::breaker::{Admission, Limits, Outcome, WarnGate};
 use crate::key::StoreKeys;
 use crate::protocol::Claim;
 use crate::stats::Stats;
@@ -498,11 +499,15 @@ impl std::fmt::Debug for Backend {
     }
 }
 
-/// Where a backend reports side effects of the ops it runs.
+/// What a backend needs besides the op: where to report, and its limits.
 pub(crate) struct Reporting<'a> {
     pub(crate) wakeups: &'a Wakeups,
     pub(crate) stats: &'a Stats,
+    pub(crate) warn_gate: &'a WarnGate,
+    /// The per-operation timeout.
     pub(crate) timeout: Duration,
+    /// When the circuit breaker opens, and for how long.
+    pub(crate) limits: Limits,
 }
 
 impl Backend {
@@ -511,8 +516,9 @@ impl Backend {
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
+                let admission = admit::<O>(store, report)?;
                 let result = store.run(op, report.timeout).await;
-                record(result, report)
+                record(store, admission, result, report)
             }
         }
     }
@@ -522,10 +528,70 @@ impl Backend {
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
+                let admission = admit::<O>(store, report)?;
                 let result = store.run_blocking(op, report.timeout);
-                record(result, report)
+                record(store, admission, result, report)
             }
         }
+    }
+}
+
+/// Ask the breaker; a refusal costs nothing but a counter.
+fn admit<O: Op>(store: &RedisStore, report: &Reporting<'_>) -> Result<Admission> {
+    match store.breaker.admit(Instant::now()) {
+        Admission::Refuse { retry_in } => {
+            report.stats.short_circuited();
+            Err(Error::Unavailable {
+                command: O::NAME,
+                retry_in,
+            })
+        }
+        admission => Ok(admission),
+    }
+}
+
+/// Tell the breaker how an op went; count and log failures (at most one
+/// warning a second, with the number held back).
+fn record<T>(
+    store: &RedisStore,
+    admission: Admission,
+    result: Result<T>,
+    report: &Reporting<'_>,
+) -> Result<T> {
+    let outcome = match &result {
+        Err(error) if unreachable(error) => Outcome::Unreachable,
+        _ => Outcome::Answered,
+    };
+    let now = Instant::now();
+    if store.breaker.record(admission, outcome, report.limits, now) {
+        report.stats.breaker_opened();
+        tracing::warn!(
+            cooldown = ?report.limits.cooldown,
+            "cacheme: redis unreachable; circuit breaker open, calls run their loaders without waiting for redis"
+        );
+    }
+    if let Err(error) = &result {
+        report.stats.store_error();
+        if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
+            tracing::warn!(%error, held_back, "cacheme store operation failed");
+        }
+    }
+    result
+}
+
+/// Errors that say Redis could not be reached in time, as opposed to an
+/// answer (out of memory, wrong type) from a server that is up.
+fn unreachable(error: &Error) -> bool {
+    match error {
+        Error::Timeout { .. } => true,
+        Error::Redis { source, .. } => {
+            source.is_io_error()
+                || source.is_timeout()
+                || source.is_connection_refusal()
+                || source.is_connection_dropped()
+                || source.is_unrecoverable_error()
+        }
+        _ => false,
     }
 }
 
@@ -536,14 +602,6 @@ fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Outpu
         report.wakeups.wake(key);
     }
     output
-}
-
-fn record<T>(result: Result<T>, report: &Reporting<'_>) -> Result<T> {
-    if let Err(error) = &result {
-        report.stats.store_error();
-        tracing::warn!(%error, "cacheme store operation failed");
-    }
-    result
 }
 
 impl From<(&'static str, &str, ::redis::RedisError)> for Error {

@@ -188,6 +188,7 @@ enum AsyncConnection {
 
 /// The Redis store.
 pub(crate) struct RedisStore {
+    pub(crate) breaker: crate::breaker::Breaker,
     client: Option<redis::Client>,
     described: String,
     channel: String,
@@ -207,6 +208,7 @@ impl RedisStore {
         channel: String,
     ) -> Self {
         RedisStore {
+            breaker: crate::breaker::Breaker::default(),
             client,
             described,
             channel,
