@@ -28,3 +28,8 @@ herd:
 # last line: `faults seconds=60 calls=.. kills=.. errors_to_caller=0 wrong_values=0 recovered_ms_max=..`.
 faults:
     cargo bench --bench faults
+
+# Local tier coherence across two processes (1,000 invalidations);
+# last line: `coherence invalidations=1000 p50_ms=.. p99_ms=.. max_ms=.. lost=0`.
+coherence:
+    cargo bench --bench coherence

@@ -24,6 +24,8 @@ const NODE_ATTRS: &[&str] = &[
     "invalid_nodes",
     "hit",
     "miss",
+    "local_ttl",
+    "local_capacity",
 ];
 
 /// What `#[invalid_node(...)]` takes.
@@ -53,6 +55,8 @@ pub(crate) struct NodeArgs {
     pub(crate) invalid_nodes: Option<ExprPath>,
     pub(crate) hit: Option<ExprPath>,
     pub(crate) miss: Option<ExprPath>,
+    pub(crate) local_ttl: Option<Millis>,
+    pub(crate) local_capacity: Option<u64>,
 }
 
 /// The parsed `#[invalid_node(...)]`.
@@ -170,6 +174,7 @@ pub(crate) fn node_args(input: &DeriveInput, fields: &[String]) -> syn::Result<N
     let (mut key, mut value, mut ttl, mut stale, mut version, mut tag) =
         (None, None, None, None, None, None);
     let (mut refresh_after, mut invalid_nodes, mut hit, mut miss) = (None, None, None, None);
+    let (mut local_ttl, mut local_capacity) = (None, None);
     let mut refresh_expr = None;
     let mut seen: Vec<String> = Vec::new();
     for Arg { name, value: arg } in args {
@@ -199,6 +204,8 @@ pub(crate) fn node_args(input: &DeriveInput, fields: &[String]) -> syn::Result<N
             }
             "hit" => hit = errors.take(method(&name, &arg, "fn(&Self, &str, &Value)")),
             "miss" => miss = errors.take(method(&name, &arg, "fn(&Self, &str)")),
+            "local_ttl" => local_ttl = errors.take(duration(&name, &arg)),
+            "local_capacity" => local_capacity = errors.take(count(&name, &arg)),
             _ => errors.push(unknown(&name, "node", NODE_ATTRS)),
         }
     }
@@ -247,7 +254,29 @@ pub(crate) fn node_args(input: &DeriveInput, fields: &[String]) -> syn::Result<N
         invalid_nodes,
         hit,
         miss,
+        local_ttl,
+        local_capacity,
     })
+}
+
+/// A positive whole number: `local_capacity = 10000`.
+fn count(name: &Ident, value: &Option<ArgValue>) -> syn::Result<u64> {
+    let expr = expr_of(name, value)?;
+    match expr {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<u64>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(syn::Error::new_spanned(
+                expr,
+                format!("`{name}` must be a whole number above zero, e.g. `{name} = 10000`"),
+            )),
+        },
+        _ => Err(syn::Error::new_spanned(
+            expr,
+            format!("`{name}` takes a whole number of entries, e.g. `{name} = 10000`"),
+        )),
+    }
 }
 
 /// Parse `#[invalid_node(...)]`.

@@ -34,6 +34,8 @@ const ARGS: &[&str] = &[
     "miss",
     "invalid_sources",
     "cache",
+    "local_ttl",
+    "local_capacity",
 ];
 
 /// The identifier through which `invalid_keys` sees the loaded value.
@@ -80,6 +82,8 @@ struct Args {
     miss: Option<Code>,
     invalid_sources: Option<Code>,
     cache: Option<Code>,
+    local_ttl: Option<Code>,
+    local_capacity: Option<Code>,
 }
 
 /// How the fn returns its value.
@@ -210,6 +214,8 @@ fn usage(name: &str) -> &'static str {
             "`invalid_sources = [user_changes]` (fns returning an `InvalidationSource`)"
         }
         "cache" => "`cache = self.cache` (a `Cache` or `&Cache`)",
+        "local_ttl" => "`local_ttl = 10` (seconds) or `local_ttl = \"500ms\"`",
+        "local_capacity" => "`local_capacity = 10000` (entries)",
         _ => "`name = value`",
     }
 }
@@ -338,6 +344,8 @@ struct SpecPlan {
     ttl: Option<u64>,
     stale: Option<bool>,
     sources: Vec<syn::Path>,
+    /// A local tier: its ttl (ms) and capacity, each defaulted if absent.
+    local: Option<(Option<u64>, Option<u64>)>,
 }
 
 impl Plan {
@@ -380,6 +388,16 @@ impl Plan {
                      #[node(tag = ..)], and remove `tag` here",
                 ),
                 (
+                    args.local_ttl.is_some() || args.local_capacity.is_some(),
+                    if args.local_ttl.is_some() {
+                        "local_ttl"
+                    } else {
+                        "local_capacity"
+                    },
+                    "a node declares its local tier itself, with \
+                     #[node(local_ttl = .., local_capacity = ..)]: move it there",
+                ),
+                (
                     args.invalid_sources.is_some(),
                     "invalid_sources",
                     "`invalid_sources` registers sources for this fn's own tag, and with `node` the \
@@ -418,6 +436,16 @@ impl Plan {
             None => Some(fn_name.clone()),
         };
         let ttl = args.ttl.as_ref().and_then(|code| errors.take(ttl(code)));
+        let local_ttl = args
+            .local_ttl
+            .as_ref()
+            .and_then(|code| errors.take(local_ttl(code)));
+        let local_capacity = args
+            .local_capacity
+            .as_ref()
+            .and_then(|code| errors.take(local_capacity(code)));
+        let local = (args.local_ttl.is_some() || args.local_capacity.is_some())
+            .then_some((local_ttl, local_capacity));
         let sources = match &args.invalid_sources {
             Some(code) => errors.take(source_paths(code)).unwrap_or_default(),
             None => Vec::new(),
@@ -446,6 +474,7 @@ impl Plan {
             ttl,
             stale: literal_stale,
             sources,
+            local,
         });
         Ok(Plan {
             returns,
@@ -544,6 +573,9 @@ impl Plan {
 
         // Settings on the lookup.
         let mut calls = Vec::new();
+        if self.spec.as_ref().is_some_and(|spec| spec.local.is_some()) {
+            calls.push(quote!(.local()));
+        }
         if let Some(ttl) = self.ttl {
             let duration = duration(ttl);
             calls.push(quote!(.ttl(::core::option::Option::Some(#duration))));
@@ -683,6 +715,7 @@ impl SpecPlan {
             ttl,
             stale,
             sources,
+            local,
         } = self;
         let path = format!("::{name}");
         let new = quote! {
@@ -699,6 +732,22 @@ impl SpecPlan {
         }
         if let Some(stale) = stale {
             fields.push(quote!(stale: ::core::option::Option::Some(#stale),));
+        }
+        if let Some((local_ttl, capacity)) = local {
+            let local_ttl = match local_ttl {
+                Some(millis) => duration(*millis),
+                None => quote!(::cacheme::LocalSpec::DEFAULT.ttl),
+            };
+            let capacity = match capacity {
+                Some(capacity) => quote!(#capacity),
+                None => quote!(::cacheme::LocalSpec::DEFAULT.capacity),
+            };
+            fields.push(quote! {
+                local: ::core::option::Option::Some(::cacheme::LocalSpec {
+                    ttl: #local_ttl,
+                    capacity: #capacity,
+                }),
+            });
         }
         let value = if fields.is_empty() {
             new
@@ -784,6 +833,35 @@ fn ttl(code: &Code) -> syn::Result<u64> {
 }
 
 /// `invalid_sources = [a, b]` (or one path alone).
+fn local_ttl(code: &Code) -> syn::Result<u64> {
+    match duration_literal(&code.0) {
+        Some(millis) if millis > 0 => Ok(millis),
+        _ => Err(syn::Error::new_spanned(
+            code,
+            "`local_ttl` must be whole seconds above zero (`local_ttl = 10`) or a string with \
+             a unit: `local_ttl = \"500ms\"`, `\"30s\"`, `\"5m\"`",
+        )),
+    }
+}
+
+fn local_capacity(code: &Code) -> syn::Result<u64> {
+    match &code.0 {
+        Expr::Lit(ExprLit {
+            lit: Lit::Int(int), ..
+        }) => match int.base10_parse::<u64>() {
+            Ok(capacity) if capacity > 0 => Ok(capacity),
+            _ => Err(syn::Error::new_spanned(
+                code,
+                "`local_capacity` must be a whole number of entries above zero, e.g. `local_capacity = 10000`",
+            )),
+        },
+        _ => Err(syn::Error::new_spanned(
+            code,
+            "`local_capacity` takes a whole number of entries, e.g. `local_capacity = 10000`",
+        )),
+    }
+}
+
 fn source_paths(code: &Code) -> syn::Result<Vec<syn::Path>> {
     let elems: Vec<&Expr> = match &code.0 {
         Expr::Array(array) => array.elems.iter().collect(),

@@ -65,6 +65,25 @@ pub(crate) fn node(input: &DeriveInput) -> syn::Result<TokenStream> {
             }
         }
     });
+    // A local tier keeps values in memory and hands out copies: it needs Clone.
+    let local = (args.local_ttl.is_some() || args.local_capacity.is_some()).then(|| {
+        let ttl = match args.local_ttl {
+            Some(millis) => duration(millis),
+            None => quote!(::cacheme::LocalSpec::DEFAULT.ttl),
+        };
+        let capacity = match args.local_capacity {
+            Some(capacity) => quote!(#capacity),
+            None => quote!(::cacheme::LocalSpec::DEFAULT.capacity),
+        };
+        quote!(::cacheme::LocalSpec { ttl: #ttl, capacity: #capacity })
+    });
+    let local_clone = local.is_some().then(|| {
+        quote_spanned! {value.span()=>
+            const LOCAL_CLONE: ::core::option::Option<::cacheme::CloneFn<Self::Value>> =
+                ::core::option::Option::Some(::cacheme::__private::local_clone::<#value>);
+        }
+    });
+    let local = option(local);
     let from = from_impl(input, &fields);
     Ok(quote! {
         impl ::cacheme::Node for #ident {
@@ -78,7 +97,9 @@ pub(crate) fn node(input: &DeriveInput) -> syn::Result<TokenStream> {
                 stale: #stale,
                 version: #version,
                 refresh_after: #refresh_after,
+                local: #local,
             };
+            #local_clone
 
             #key
             #invalid_nodes

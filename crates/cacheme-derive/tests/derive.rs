@@ -199,6 +199,7 @@ fn specs() {
             stale: Some(false),
             version: Some("v1"),
             refresh_after: Some(Duration::from_secs(60)),
+            local: None,
         }
     );
     assert_eq!(*OwnerCats::SPEC, {

@@ -10,6 +10,7 @@ use arc_swap::{ArcSwap, ArcSwapOption};
 use crate::envelope::Codec;
 use crate::flight::Flights;
 use crate::key::{self, StoreKeys};
+use crate::local::LocalTiers;
 use crate::lookup::Lookup;
 use crate::protocol::Policy;
 use crate::settings::{CacheBuilder, Settings, Source};
@@ -51,7 +52,9 @@ pub(crate) struct Inner {
     pub(crate) backend: Backend,
     pub(crate) flights: Flights,
     pub(crate) wakeups: Arc<Wakeups>,
-    pub(crate) stats: Stats,
+    pub(crate) stats: Arc<Stats>,
+    /// The local tiers, and their coherence.
+    pub(crate) local: LocalTiers,
     warn_gate: crate::breaker::WarnGate,
     /// Last prune time of each tag index (group indexes prune on every write).
     pruned: Mutex<HashMap<String, u64>>,
@@ -124,18 +127,18 @@ impl Cache {
                     (None, Some(pool)) => pool,
                     (None, None) => storage::redis::AsyncSource::Url(OnceLock::new()),
                 };
-                if let Some(client) = &client {
-                    crate::subscriber::spawn(
-                        client.clone(),
-                        channel.clone(),
-                        Arc::downgrade(&wakeups),
-                        subscriber_stop.clone(),
-                    );
-                }
-                Backend::Redis(RedisStore::new(client, async_source, described, channel))
+                Backend::Redis(RedisStore::new(
+                    client,
+                    async_source,
+                    described,
+                    channel.clone(),
+                ))
             }
         };
+        // The memory store needs no events to stay coherent: one process.
+        let local = LocalTiers::new(matches!(backend, Backend::Memory(_)));
         let inner = Arc::new(Inner {
+            local,
             prefix: builder.prefix,
             codec: builder.codec,
             enabled: AtomicBool::new(builder.enabled),
@@ -143,13 +146,23 @@ impl Cache {
             backend,
             flights: Flights::default(),
             wakeups,
-            stats: Stats::default(),
+            stats: Arc::default(),
             warn_gate: Default::default(),
             pruned: Mutex::new(HashMap::new()),
             oversize_warned: Mutex::new(Default::default()),
             keeper: Keeper::default(),
             subscriber_stop,
         });
+        if let Backend::Redis(store) = &inner.backend
+            && let Some(client) = store.client()
+        {
+            crate::subscriber::spawn(
+                client.clone(),
+                channel,
+                Arc::downgrade(&inner),
+                inner.subscriber_stop.clone(),
+            );
+        }
         Ok(Cache { inner })
     }
 
@@ -190,6 +203,13 @@ impl Cache {
     /// A copy of this cache's counters.
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// True while local tiers may serve values: always on the memory store;
+    /// on Redis, while the invalidation event subscription is up (without it
+    /// a process could miss invalidations, so its tiers are emptied and unused).
+    pub fn local_tiers_active(&self) -> bool {
+        self.inner.local.is_connected()
     }
 
     /// True if values are kept in Redis (as opposed to this process's memory).

@@ -16,6 +16,7 @@ use crate::envelope::{self, Envelope};
 use crate::error::LoadError;
 use crate::flight::{Join, Leader, Outcome};
 use crate::key::StoreKeys;
+use crate::local::Tier;
 use crate::lookup::{CacheValue, Lookup};
 use crate::protocol::{Claim, Found, ReadFlow, Serve, Step};
 use crate::settings::Settings;
@@ -26,7 +27,8 @@ use crate::storage::{
 
 /// What a caller that waited for another caller's flight ends up with.
 enum Waited<V, E> {
-    Value(V),
+    /// The value, and whether it is fresh (not stale).
+    Value(V, bool),
     Error(LoadError<E>),
     Retry,
 }
@@ -37,9 +39,13 @@ pub(crate) struct Led<V, E, F> {
     /// The loader, unused, when the value served must be refreshed in the
     /// background (only with [`Lookup::load_detached`]).
     pub(crate) refresh_with: Option<F>,
+    /// The value is current (from a fresh read, or a load whose fill was not
+    /// refused): it may go into the local tier.
+    fresh: bool,
 }
 
-/// The async driver: join the in-process flight for the key, or lead it.
+/// The async driver: the local tier, then the store through the in-process
+/// flight for the key.
 pub(crate) async fn load_async<V, F, Fut, E>(
     lookup: &Lookup<'_, V>,
     loader: F,
@@ -55,6 +61,33 @@ where
     if bypass(lookup) || tokio::runtime::Handle::try_current().is_err() {
         return Led::plain(loader().await.map_err(LoadError::Own));
     }
+    let local = match LocalUse::check(lookup, &inner) {
+        Ok(value) => return Led::plain(Ok(value)),
+        Err(local) => local,
+    };
+    let led = load_remote_async(lookup, &inner, loader, detached).await;
+    if let (Some(local), Ok(value)) = (local, &led.result)
+        && led.fresh
+    {
+        local.fill(&inner, &lookup.key, value);
+    }
+    led
+}
+
+/// Join the in-process flight for the key, or lead it.
+async fn load_remote_async<V, F, Fut, E>(
+    lookup: &Lookup<'_, V>,
+    inner: &Arc<Inner>,
+    loader: F,
+    detached: bool,
+) -> Led<V, E, F>
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    let inner = inner.clone();
     let keys = inner.store_keys(&lookup.key);
     let mut loader = Some(loader);
     let mut rounds = 0;
@@ -71,7 +104,7 @@ where
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
                 match waited(lookup, &inner, flight.wait().await) {
-                    Waited::Value(value) => return Led::plain(Ok(value)),
+                    Waited::Value(value, fresh) => return Led::value(value, fresh),
                     Waited::Error(error) => return Led::plain(Err(error)),
                     Waited::Retry => rounds += 1,
                 }
@@ -101,11 +134,14 @@ where
                     return Led {
                         result: Ok(value),
                         refresh_with: if serve.refresh { loader } else { None },
+                        fresh: !serve.stale && !serve.refresh,
                     };
                 }
                 Err(next) => step = next,
             },
-            Step::ServeLoaded { shareable } => return Led::plain(Ok(run.finish_loaded(shareable))),
+            Step::ServeLoaded { shareable } => {
+                return Led::value(run.finish_loaded(shareable), shareable);
+            }
             _ => return Led::plain(Err(run.finish_error())),
         }
     }
@@ -236,6 +272,31 @@ where
     if bypass(lookup) {
         return loader().map_err(LoadError::Own);
     }
+    let local = match LocalUse::check(lookup, &inner) {
+        Ok(value) => return Ok(value),
+        Err(local) => local,
+    };
+    let (result, fresh) = load_remote_blocking(lookup, &inner, loader);
+    if let (Some(local), Ok(value)) = (local, &result)
+        && fresh
+    {
+        local.fill(&inner, &lookup.key, value);
+    }
+    result
+}
+
+/// [`load_remote_async`] without `.await`; the bool says whether the value is fresh.
+fn load_remote_blocking<V, F, E>(
+    lookup: &Lookup<'_, V>,
+    inner: &Arc<Inner>,
+    loader: F,
+) -> (Result<V, LoadError<E>>, bool)
+where
+    V: CacheValue,
+    F: FnOnce() -> Result<V, E>,
+    E: Send + Sync + 'static,
+{
+    let inner = inner.clone();
     let keys = inner.store_keys(&lookup.key);
     let mut loader = Some(loader);
     let mut rounds = 0;
@@ -252,20 +313,20 @@ where
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
                 match waited(lookup, &inner, flight.wait_blocking()) {
-                    Waited::Value(value) => return Ok(value),
-                    Waited::Error(error) => return Err(error),
+                    Waited::Value(value, fresh) => return (Ok(value), fresh),
+                    Waited::Error(error) => return (Err(error), false),
                     Waited::Retry => rounds += 1,
                 }
             }
         }
         if rounds > inner.settings().herd_retries {
             let loader = loader.take().expect("the loader is still ours");
-            return loader().map_err(LoadError::Own);
+            return (loader().map_err(LoadError::Own), false);
         }
     }
 }
 
-fn lead_blocking<V, F, E>(mut run: Run<'_, '_, V, E>, loader: F) -> Result<V, LoadError<E>>
+fn lead_blocking<V, F, E>(mut run: Run<'_, '_, V, E>, loader: F) -> (Result<V, LoadError<E>>, bool)
 where
     V: CacheValue,
     F: FnOnce() -> Result<V, E>,
@@ -276,11 +337,13 @@ where
     loop {
         match steps_blocking(&mut run, step, &mut loader) {
             Step::Serve(serve) => match run.serve(serve) {
-                Ok(value) => return Ok(value),
+                Ok(value) => return (Ok(value), !serve.stale),
                 Err(next) => step = next,
             },
-            Step::ServeLoaded { shareable } => return Ok(run.finish_loaded(shareable)),
-            _ => return Err(run.finish_error()),
+            Step::ServeLoaded { shareable } => {
+                return (Ok(run.finish_loaded(shareable)), shareable);
+            }
+            _ => return (Err(run.finish_error()), false),
         }
     }
 }
@@ -357,11 +420,62 @@ where
 }
 
 impl<V, E, F> Led<V, E, F> {
+    /// A result that must not go into the local tier.
     fn plain(result: Result<V, LoadError<E>>) -> Self {
         Led {
             result,
             refresh_with: None,
+            fresh: false,
         }
+    }
+
+    fn value(value: V, fresh: bool) -> Self {
+        Led {
+            result: Ok(value),
+            refresh_with: None,
+            fresh,
+        }
+    }
+}
+
+/// A lookup's local tier, when it has one in use: where a value read from the
+/// store goes, if no invalidation event arrived since `seq`.
+pub(crate) struct LocalUse<V> {
+    tier: Arc<Tier>,
+    clone: fn(&V) -> V,
+    seq: u64,
+}
+
+impl<V: CacheValue> LocalUse<V> {
+    /// The value from the local tier (`Ok`), or what to fill it with after
+    /// the store was read (`Err`; `None` when there is no tier in use).
+    pub(crate) fn check(lookup: &Lookup<'_, V>, inner: &Inner) -> Result<V, Option<Self>> {
+        let Some(clone) = lookup.local_clone else {
+            return Err(None);
+        };
+        let Some(tier) = inner.local.tier(lookup.spec, &inner.stats) else {
+            return Err(None);
+        };
+        // Read the sequence first: an event after this point keeps the
+        // value read from the store out of the tier.
+        let seq = inner.local.seq();
+        if let Some(value) = tier.get(&lookup.key, clone) {
+            inner.stats.local_hit();
+            inner.stats.hit();
+            if let Some(hit) = lookup.hit {
+                hit(&lookup.key, &value);
+            }
+            return Ok(value);
+        }
+        inner.stats.local_miss();
+        Err(Some(LocalUse { tier, clone, seq }))
+    }
+
+    /// Keep a fresh value read or loaded through the store.
+    pub(crate) fn fill(self, inner: &Inner, key: &str, value: &V) {
+        inner
+            .local
+            .insert(&self.tier, key, (self.clone)(value), self.seq);
     }
 }
 
@@ -387,13 +501,15 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
     outcome: Outcome,
 ) -> Waited<V, E> {
     match outcome {
-        Outcome::Value(bytes) => match Envelope::parse(&bytes).and_then(|e| e.decode::<V>()) {
-            Ok(value) => {
+        Outcome::Value(bytes) => match Envelope::parse(&bytes)
+            .and_then(|e| Ok((e.decode::<V>()?, e.state == envelope::State::Fresh)))
+        {
+            Ok((value, fresh)) => {
                 inner.stats.hit();
                 if let Some(hit) = lookup.hit {
                     hit(&lookup.key, &value);
                 }
-                Waited::Value(value)
+                Waited::Value(value, fresh)
             }
             // Another type under the same key: read for ourselves.
             Err(_) => Waited::Retry,
@@ -428,12 +544,12 @@ fn classify(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
 }
 
 /// The value in `bytes` (what a `get` read), if a reader with these settings
-/// may be served it; counted as a hit or a miss.
+/// may be served it, and whether it is fresh; counted as a hit or a miss.
 pub(crate) fn servable<V: CacheValue>(
     lookup: &Lookup<'_, V>,
     settings: &Settings,
     bytes: Option<&[u8]>,
-) -> Option<V> {
+) -> Option<(V, bool)> {
     let stats = &lookup.cache.inner.stats;
     let stale_ok = lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale);
     let decoded = match bytes.map(Envelope::parse) {
@@ -448,7 +564,7 @@ pub(crate) fn servable<V: CacheValue>(
             if state == envelope::State::Stale {
                 stats.stale_hit();
             }
-            Some(value)
+            Some((value, state == envelope::State::Fresh))
         }
         Some(Err(reason)) => {
             stats.unreadable();

@@ -17,7 +17,8 @@ use std::collections::VecDeque;
 use crate::Result;
 use crate::cache::{Cache, Inner, global};
 use crate::key::{self, StoreKeys};
-use crate::storage::{Backend, IndexPage, IndexRemove, Invalidate, Removal, Reporting, ScanPage};
+use crate::local::Event;
+use crate::storage::{Announce, IndexPage, IndexRemove, Invalidate, Removal, Reporting, ScanPage};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -161,6 +162,15 @@ impl Invalidation {
                 cursor: 0,
             });
         }
+        // Once the store has changed, tell the local tiers about whole tags
+        // and patterns (the keys of each batch are told as they go).
+        if !self.tags.is_empty() || !self.patterns.is_empty() {
+            sweep.work.push_back(Work::Announce(Event {
+                tags: self.tags.clone(),
+                everything: !self.patterns.is_empty(),
+                ..Event::default()
+            }));
+        }
         (cache, sweep)
     }
 
@@ -174,7 +184,7 @@ impl Invalidation {
         let settings = inner.settings();
         let report = inner.reporting(&settings);
         while let Some(work) = sweep.work.pop_front() {
-            let done = run_work(&inner.backend, &work, &report).await?;
+            let done = run_work(inner, &work, &report).await?;
             sweep.after(inner, work, done);
         }
         Ok(sweep.removed)
@@ -190,7 +200,7 @@ impl Invalidation {
         let settings = inner.settings();
         let report = inner.reporting(&settings);
         while let Some(work) = sweep.work.pop_front() {
-            let done = run_work_blocking(&inner.backend, &work, &report)?;
+            let done = run_work_blocking(inner, &work, &report)?;
             sweep.after(inner, work, done);
         }
         Ok(sweep.removed)
@@ -221,6 +231,8 @@ enum Work {
     },
     /// Remove members from an index.
     Unindex { index: String, members: Vec<String> },
+    /// Tell the local tiers of this process, then of the others.
+    Announce(Event),
 }
 
 /// What a unit of work returned.
@@ -294,6 +306,13 @@ impl Sweep {
                 for keys in &keys {
                     inner.flights.forget(keys.value());
                 }
+                self.work.push_front(Work::Announce(Event {
+                    keys: keys
+                        .iter()
+                        .map(|k| k.cache_key(&inner.prefix).to_owned())
+                        .collect(),
+                    ..Event::default()
+                }));
                 for _ in 0..count {
                     inner.stats.invalidated();
                 }
@@ -304,7 +323,8 @@ impl Sweep {
     }
 }
 
-async fn run_work(backend: &Backend, work: &Work, report: &Reporting<'_>) -> Result<Done> {
+async fn run_work(inner: &Inner, work: &Work, report: &Reporting<'_>) -> Result<Done> {
+    let backend = &inner.backend;
     Ok(match work {
         Work::Page { index, cursor, .. } => {
             let (cursor, keys) = backend
@@ -341,10 +361,23 @@ async fn run_work(backend: &Backend, work: &Work, report: &Reporting<'_>) -> Res
             backend.run(&IndexRemove { index, members }, report).await?;
             Done::Nothing
         }
+        Work::Announce(event) => {
+            inner.local.apply(event, &inner.stats);
+            backend
+                .run(
+                    &Announce {
+                        message: &event.message(),
+                    },
+                    report,
+                )
+                .await?;
+            Done::Nothing
+        }
     })
 }
 
-fn run_work_blocking(backend: &Backend, work: &Work, report: &Reporting<'_>) -> Result<Done> {
+fn run_work_blocking(inner: &Inner, work: &Work, report: &Reporting<'_>) -> Result<Done> {
+    let backend = &inner.backend;
     Ok(match work {
         Work::Page { index, cursor, .. } => {
             let (cursor, keys) = backend.run_blocking(
@@ -375,6 +408,16 @@ fn run_work_blocking(backend: &Backend, work: &Work, report: &Reporting<'_>) -> 
         }
         Work::Unindex { index, members } => {
             backend.run_blocking(&IndexRemove { index, members }, report)?;
+            Done::Nothing
+        }
+        Work::Announce(event) => {
+            inner.local.apply(event, &inner.stats);
+            backend.run_blocking(
+                &Announce {
+                    message: &event.message(),
+                },
+                report,
+            )?;
             Done::Nothing
         }
     })

@@ -41,6 +41,7 @@ mod error;
 mod flight;
 mod invalidation;
 pub mod key;
+mod local;
 mod lookup;
 mod manager;
 mod memo;
@@ -59,11 +60,11 @@ pub use cache::{Cache, global, install};
 pub use envelope::Codec;
 pub use error::{Error, LoadError, Result};
 pub use invalidation::{Invalidation, Pattern, create_invalidation};
-pub use lookup::{CacheValue, GroupsOf, HitHook, LOOKUP_SPEC, Lookup, MissHook};
+pub use lookup::{CacheValue, GroupsOf, HitHook, LOOKUP_SPEC, LocalValue, Lookup, MissHook};
 pub use manager::{InvalidManager, Manager};
-pub use node::{IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
+pub use node::{CloneFn, IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
 pub use settings::{CacheBuilder, Settings};
-pub use spec::{Kind, Registration, Spec, registered};
+pub use spec::{Kind, LocalSpec, Registration, Spec, registered};
 pub use stats::StatsSnapshot;
 pub use tags::{Tag, tag, tags};
 
@@ -85,6 +86,7 @@ struct ReadmeDoctests;
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {
+    pub use crate::lookup::local_clone;
     pub use inventory;
 
     pub use crate::__cacheme_error_policy as error_policy;

@@ -23,6 +23,21 @@ pub trait CacheValue: Serialize + DeserializeOwned + Send + Sync + 'static {}
 
 impl<T: Serialize + DeserializeOwned + Send + Sync + 'static> CacheValue for T {}
 
+/// A type that can be kept in a local tier: the tier hands out copies.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` cannot be kept in a local tier: the tier hands out copies, so it must implement `Clone`",
+    label = "this value would be kept in the local tier",
+    note = "add `#[derive(Clone)]` to the type, or remove `local_ttl` / `local_capacity`"
+)]
+pub trait LocalValue: CacheValue + Clone {}
+
+impl<T: CacheValue + Clone> LocalValue for T {}
+
+/// Copy a value out of the local tier (what `#[node(local_ttl = ..)]` uses).
+pub fn local_clone<V: LocalValue>(value: &V) -> V {
+    value.clone()
+}
+
 /// The spec of ad-hoc lookups made with [`Cache::lookup`] without one.
 pub static LOOKUP_SPEC: Spec = Spec::new("lookup", "lookup", Kind::Function);
 inventory::submit!(Registration::new(&LOOKUP_SPEC));
@@ -69,6 +84,8 @@ pub struct Lookup<'a, V> {
     pub(crate) miss: Option<MissHook<'a>>,
     pub(crate) share_errors: bool,
     pub(crate) skip: bool,
+    /// Copies values out of the local tier, when the lookup uses one.
+    pub(crate) local_clone: Option<fn(&V) -> V>,
 }
 
 impl Cache {
@@ -87,6 +104,7 @@ impl Cache {
             miss: None,
             share_errors: true,
             skip: false,
+            local_clone: None,
         }
     }
 }
@@ -164,6 +182,19 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         self
     }
 
+    /// Use the local tier of this lookup's spec (`local_ttl` /
+    /// `local_capacity` on the node or function), if it has one: values are
+    /// then served from this process's memory, without a store round trip,
+    /// while invalidations remove them everywhere within milliseconds.
+    /// Managers and `#[cacheme]` functions do this by themselves.
+    pub fn local(mut self) -> Self
+    where
+        V: LocalValue,
+    {
+        self.local_clone = Some(local_clone::<V>);
+        self
+    }
+
     /// The cache key (without the prefix, with the version).
     pub fn key(&self) -> &str {
         &self.key
@@ -231,6 +262,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             miss: None,
             share_errors: self.share_errors,
             skip: self.skip,
+            local_clone: self.local_clone,
         }
     }
 
@@ -250,6 +282,10 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         if !inner.enabled() || self.skip {
             return None;
         }
+        let local = match driver::LocalUse::check(&self, inner) {
+            Ok(value) => return Some(value),
+            Err(local) => local,
+        };
         let settings = inner.settings();
         let keys = inner.store_keys(&self.key);
         let bytes = inner
@@ -257,7 +293,11 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             .run(&storage::Get { keys: &keys }, &inner.reporting(&settings))
             .await
             .ok()?;
-        driver::servable(&self, &settings, bytes.as_deref())
+        let (value, fresh) = driver::servable(&self, &settings, bytes.as_deref())?;
+        if let Some(local) = local.filter(|_| fresh) {
+            local.fill(inner, &self.key, &value);
+        }
+        Some(value)
     }
 
     /// [`get`](Self::get) for blocking code.
@@ -266,12 +306,20 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         if !inner.enabled() || self.skip {
             return None;
         }
+        let local = match driver::LocalUse::check(&self, inner) {
+            Ok(value) => return Some(value),
+            Err(local) => local,
+        };
         let settings = inner.settings();
         let keys = inner.store_keys(&self.key);
         let bytes = inner
             .backend
             .run_blocking(&storage::Get { keys: &keys }, &inner.reporting(&settings))
             .ok()?;
-        driver::servable(&self, &settings, bytes.as_deref())
+        let (value, fresh) = driver::servable(&self, &settings, bytes.as_deref())?;
+        if let Some(local) = local.filter(|_| fresh) {
+            local.fill(inner, &self.key, &value);
+        }
+        Some(value)
     }
 }

@@ -95,10 +95,13 @@ impl<N: Node> Manager<N> {
     pub fn lookup<'a>(&self, node: &N) -> Lookup<'a, N::Value> {
         let mut groups = InvalidKeys::new();
         node.invalid_nodes(&mut groups);
-        self.cache()
+        let mut lookup = self
+            .cache()
             .lookup(node.key())
             .spec(N::SPEC)
-            .depends_on(groups)
+            .depends_on(groups);
+        lookup.local_clone = N::LOCAL_CLONE;
+        lookup
     }
 
     /// The cached value, or `None`; never runs a loader (the seed's

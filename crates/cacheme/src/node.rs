@@ -25,8 +25,11 @@ use crate::spec::Spec;
 pub trait Node: Sized + Send + Sync + 'static {
     /// The type of the value cached under this node.
     type Value: CacheValue;
-    /// Tag and meta (ttl, stale, version).
+    /// Tag and meta (ttl, stale, version, local tier).
     const SPEC: &'static Spec;
+    /// How to copy a value out of the local tier; set by the derive when the
+    /// node has one (`local_ttl` / `local_capacity`), which needs `Clone`.
+    const LOCAL_CLONE: Option<CloneFn<Self::Value>> = None;
 
     /// The cache key (without prefix and version).
     fn key(&self) -> String;
@@ -54,6 +57,9 @@ pub trait Node: Sized + Send + Sync + 'static {
         Manager::global()
     }
 }
+
+/// Copies a value out of a local tier (`Clone::clone` of the value type).
+pub type CloneFn<V> = fn(&V) -> V;
 
 /// A dependency group: invalidating one invalidates every key that declared
 /// it (the seed's `InvalidNode`; stored as `{prefix}{key}:invalid`).

@@ -31,6 +31,28 @@ pub struct Spec {
     pub version: Option<&'static str>,
     /// Refresh a value ahead of its expiry once it is this old.
     pub refresh_after: Option<Duration>,
+    /// Keep values in an in-process tier in front of the store, kept coherent
+    /// across processes by invalidation events.
+    pub local: Option<LocalSpec>,
+}
+
+/// The in-process tier of a node type or function: how long entries live
+/// (at most; invalidations remove them within milliseconds everywhere) and
+/// how many there may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalSpec {
+    /// Time to live of a local entry.
+    pub ttl: Duration,
+    /// Most entries kept (least recently and frequently used go first).
+    pub capacity: u64,
+}
+
+impl LocalSpec {
+    /// The defaults used when only one of `local_ttl` / `local_capacity` is given.
+    pub const DEFAULT: LocalSpec = LocalSpec {
+        ttl: Duration::from_secs(60),
+        capacity: 10_000,
+    };
 }
 
 impl Spec {
@@ -50,6 +72,7 @@ impl Spec {
             stale: None,
             version: None,
             refresh_after: None,
+            local: None,
         }
     }
 

@@ -70,4 +70,13 @@ counters! {
     breaker_opened,
     /// Keys invalidated (marked stale or deleted) by this process.
     invalidated,
+    /// Values served from the local tier (no store operation).
+    local_hit,
+    /// Lookups of a local tier that found nothing there.
+    local_miss,
+    /// Local entries evicted for room.
+    local_eviction,
+    /// Invalidation events applied to the local tiers (from this process
+    /// or from others).
+    local_invalidation,
 }

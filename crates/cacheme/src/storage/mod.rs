@@ -384,6 +384,31 @@ impl Op for Invalidate<'_> {
     }
 }
 
+/// Announce an invalidation on the cache's channel (after the store changed),
+/// for the local tiers of the other processes.
+pub(crate) struct Announce<'a> {
+    pub(crate) message: &'a [u8],
+}
+
+impl Op for Announce<'_> {
+    type Output = ();
+    const NAME: &'static str = "PUBLISH";
+    fn subject(&self) -> &str {
+        "events"
+    }
+    fn request(&self, cx: &RedisContext<'_>) -> Request {
+        let mut cmd = ::redis::cmd("PUBLISH");
+        cmd.arg(cx.channel).arg(self.message);
+        Request::Command(cmd)
+    }
+    fn reply(&self, _: Value) -> RedisResult<Self::Output> {
+        Ok(())
+    }
+    fn apply(&self, _: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
+        // One process: the invalidation applied its event directly.
+    }
+}
+
 /// One page of an index's members (cache keys).
 pub(crate) struct IndexPage<'a> {
     pub(crate) index: &'a str,

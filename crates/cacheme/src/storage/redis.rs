@@ -217,6 +217,11 @@ impl RedisStore {
         }
     }
 
+    /// The client made from the URL, if the cache was given one.
+    pub(crate) fn client(&self) -> Option<&redis::Client> {
+        self.client.as_ref()
+    }
+
     /// What the store connects to (URL without password, or the source kind).
     pub(crate) fn describe(&self) -> &str {
         &self.described
