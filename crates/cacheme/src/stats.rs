@@ -62,6 +62,9 @@ counters! {
     unreadable,
     /// Loaded values not stored because they exceed `max_value_size` or do not serialize.
     not_stored,
+    /// Requests sent to the store: one round trip each (a pipeline or a
+    /// script is one request).
+    store_request,
     /// Store operations that failed (error or timeout).
     store_error,
     /// Store operations not sent because the circuit breaker was open.

@@ -538,6 +538,7 @@ pub(crate) struct Reporting<'a> {
 impl Backend {
     /// Run an op from async code.
     pub(crate) async fn run<O: Op>(&self, op: &O, report: &Reporting<'_>) -> Result<O::Output> {
+        report.stats.store_request();
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
@@ -550,6 +551,7 @@ impl Backend {
 
     /// Run an op from blocking code.
     pub(crate) fn run_blocking<O: Op>(&self, op: &O, report: &Reporting<'_>) -> Result<O::Output> {
+        report.stats.store_request();
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
