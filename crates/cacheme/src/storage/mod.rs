@@ -538,7 +538,6 @@ pub(crate) struct Reporting<'a> {
 impl Backend {
     /// Run an op from async code.
     pub(crate) async fn run<O: Op>(&self, op: &O, report: &Reporting<'_>) -> Result<O::Output> {
-        report.stats.store_request();
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
@@ -551,7 +550,6 @@ impl Backend {
 
     /// Run an op from blocking code.
     pub(crate) fn run_blocking<O: Op>(&self, op: &O, report: &Reporting<'_>) -> Result<O::Output> {
-        report.stats.store_request();
         match self {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
@@ -573,7 +571,10 @@ fn admit<O: Op>(store: &RedisStore, report: &Reporting<'_>) -> Result<Admission>
                 retry_in,
             })
         }
-        admission => Ok(admission),
+        admission => {
+            report.stats.store_request();
+            Ok(admission)
+        }
     }
 }
 
@@ -623,6 +624,7 @@ fn unreachable(error: &Error) -> bool {
 }
 
 fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Output {
+    report.stats.store_request();
     let mut wake = Vec::new();
     let output = store.with(|state| op.apply(state, now_ms(), &mut wake));
     for key in &wake {
