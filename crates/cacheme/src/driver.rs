@@ -6,6 +6,7 @@
 //! in-process flight) lives in [`Run`], shared by both; the drivers only
 //! differ in `.await`.
 
+use std::cell::OnceCell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -391,7 +392,7 @@ where
                 run.begin_load();
                 let load = loader.take().expect("a flow loads at most once");
                 let result = if run.flow.holds_lease() {
-                    let _renewed = Keeper::keep(inner, &run.keys, &run.token, &run.registration);
+                    let _renewed = Keeper::keep(inner, &run.keys, run.token(), run.registration());
                     load()
                 } else {
                     load()
@@ -586,12 +587,14 @@ struct Run<'r, 'a, V, E> {
     settings: Arc<Settings>,
     keys: StoreKeys,
     flow: ReadFlow,
-    token: String,
+    /// This caller's lease token, made when it first claims (a hit needs none).
+    token: OnceCell<String>,
     read: Option<Vec<u8>>,
     loaded: Option<V>,
     sealed: Option<Vec<u8>>,
-    /// The indexes the key joins before loading (tag and groups known upfront).
-    registration: Vec<IndexAdd>,
+    /// The indexes the key joins before loading (tag and groups known
+    /// upfront), made when it first takes the lease.
+    registration: OnceCell<Vec<IndexAdd>>,
     /// The indexes written with the fill (also the groups of the value).
     indexes: Vec<IndexAdd>,
     ttl_ms: Option<u64>,
@@ -615,26 +618,17 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             None => lookup.spec.ttl.or(settings.default_ttl),
         };
         let ttl_ms = ttl.map(|ttl| (ttl.as_millis() as u64).max(1));
-        // Registered until the load is over: the lease's life (renewed with
-        // it), plus the value's TTL so that registering never shortens it.
-        let lease_ms = settings.lease_ttl.as_millis() as u64;
-        let registration = inner.indexes(
-            lookup.spec.tag,
-            lookup.groups.as_slice(),
-            Expiry::After(ttl_ms.unwrap_or(0) + lease_ms),
-            false,
-        );
         Run {
             lookup,
             inner,
             settings,
             keys,
             flow,
-            token: new_token(),
+            token: OnceCell::new(),
             read: None,
             loaded: None,
             sealed: None,
-            registration,
+            registration: OnceCell::new(),
             indexes: Vec::new(),
             ttl_ms,
             waited: false,
@@ -645,6 +639,24 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     fn found(&self) -> Found {
         classify(self.inner, &self.lookup.key, self.read.as_deref())
+    }
+
+    fn token(&self) -> &str {
+        self.token.get_or_init(new_token)
+    }
+
+    /// Registered until the load is over: the lease's life (renewed with
+    /// it), plus the value's TTL so that registering never shortens it.
+    fn registration(&self) -> &[IndexAdd] {
+        self.registration.get_or_init(|| {
+            let lease_ms = self.settings.lease_ttl.as_millis() as u64;
+            self.inner.indexes(
+                self.lookup.spec.tag,
+                self.lookup.groups.as_slice(),
+                Expiry::After(self.ttl_ms.unwrap_or(0) + lease_ms),
+                false,
+            )
+        })
     }
 
     fn get_op(&self) -> Get<'_> {
@@ -674,7 +686,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         // already found undecodable.)
         ClaimLease(ClaimRequest {
             keys: &self.keys,
-            token: &self.token,
+            token: self.token(),
             lease_ms: self.settings.lease_ttl.as_millis() as u64,
             fresh_since_ms: self.flow.fresh_since_ms(now_ms()),
             stale_ok: self.flow.stale_ok(),
@@ -780,7 +792,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         Some(Fill(FillRequest {
             prefix: &self.inner.prefix,
             keys: &self.keys,
-            token: &self.token,
+            token: self.token(),
             envelope: sealed,
             ttl_ms: self.ttl_ms,
             indexes: &self.indexes,
@@ -807,7 +819,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     fn release_op(&self) -> Release<'_> {
         Release {
             keys: &self.keys,
-            token: &self.token,
+            token: self.token(),
         }
     }
 
@@ -815,7 +827,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         Register {
             prefix: &self.inner.prefix,
             keys: &self.keys,
-            indexes: &self.registration,
+            indexes: self.registration(),
         }
     }
 
@@ -829,7 +841,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     fn extend_op(&self) -> Extend<'_> {
         Extend {
             register: self.register_op(),
-            token: &self.token,
+            token: self.token(),
             lease_ms: self.settings.lease_ttl.as_millis() as u64,
         }
     }
