@@ -278,48 +278,75 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// The cached value, if there is one this caller may be served (fresh,
     /// or stale with stale on). Never runs a loader. `None` on store trouble.
     pub async fn get(self) -> Option<V> {
-        let inner = &self.cache.inner;
-        if !inner.enabled() || self.skip {
-            return None;
-        }
-        let local = match driver::LocalUse::check(&self, inner) {
-            Ok(value) => return Some(value),
-            Err(local) => local,
+        let read = match self.before_get()? {
+            GetStep::Done(value) => return Some(value),
+            GetStep::Read(read) => read,
         };
-        let settings = inner.settings();
-        let keys = inner.store_keys(&self.key);
+        let inner = &self.cache.inner;
         let bytes = inner
             .backend
-            .run(&storage::Get { keys: &keys }, &inner.reporting(&settings))
+            .run(
+                &storage::Get { keys: &read.keys },
+                &inner.reporting(&read.settings),
+            )
             .await
             .ok()?;
-        let (value, fresh) = driver::servable(&self, &settings, bytes.as_deref())?;
-        if let Some(local) = local.filter(|_| fresh) {
-            local.fill(inner, &self.key, &value);
-        }
-        Some(value)
+        self.after_get(read, bytes)
     }
 
     /// [`get`](Self::get) for blocking code.
     pub fn get_blocking(self) -> Option<V> {
+        let read = match self.before_get()? {
+            GetStep::Done(value) => return Some(value),
+            GetStep::Read(read) => read,
+        };
+        let inner = &self.cache.inner;
+        let bytes = inner
+            .backend
+            .run_blocking(
+                &storage::Get { keys: &read.keys },
+                &inner.reporting(&read.settings),
+            )
+            .ok()?;
+        self.after_get(read, bytes)
+    }
+
+    /// What a `get` does before its read: nothing when the cache is off or
+    /// skipped, the local tier's value when it has one.
+    fn before_get(&self) -> Option<GetStep<V>> {
         let inner = &self.cache.inner;
         if !inner.enabled() || self.skip {
             return None;
         }
-        let local = match driver::LocalUse::check(&self, inner) {
-            Ok(value) => return Some(value),
-            Err(local) => local,
-        };
-        let settings = inner.settings();
-        let keys = inner.store_keys(&self.key);
-        let bytes = inner
-            .backend
-            .run_blocking(&storage::Get { keys: &keys }, &inner.reporting(&settings))
-            .ok()?;
-        let (value, fresh) = driver::servable(&self, &settings, bytes.as_deref())?;
-        if let Some(local) = local.filter(|_| fresh) {
-            local.fill(inner, &self.key, &value);
+        Some(match driver::LocalUse::check(self, inner) {
+            Ok(value) => GetStep::Done(value),
+            Err(local) => GetStep::Read(GetRead {
+                local,
+                settings: inner.settings(),
+                keys: inner.store_keys(&self.key),
+            }),
+        })
+    }
+
+    /// Serve what the read found, and keep it locally when fresh.
+    fn after_get(&self, read: GetRead<V>, bytes: Option<Vec<u8>>) -> Option<V> {
+        let (value, fresh) = driver::servable(self, &read.settings, bytes.as_deref())?;
+        if let Some(local) = read.local.filter(|_| fresh) {
+            local.fill(&self.cache.inner, &self.key, &value);
         }
         Some(value)
     }
+}
+
+/// The steps of a `get`.
+enum GetStep<V> {
+    Done(V),
+    Read(GetRead<V>),
+}
+
+/// A `get` about to read the store.
+struct GetRead<V> {
+    local: Option<driver::LocalUse<V>>,
+    settings: std::sync::Arc<crate::Settings>,
+    keys: crate::key::StoreKeys,
 }
