@@ -258,23 +258,25 @@ impl Inner {
         }
     }
 
-    /// The indexes a key belongs to: its tag, and its dependency groups (the
+    /// Index writes for a key: its tag (if given) and dependency groups (the
     /// seed's invalid keys), with the expiry of its membership. `prune` asks
     /// for expired members to be pruned on this write (always for groups, at
     /// most once a second per tag since tag indexes are large).
     pub(crate) fn indexes(
         &self,
-        tag: &str,
+        tag: Option<&str>,
         groups: &[String],
         expiry: Expiry,
         prune: bool,
     ) -> Vec<IndexAdd> {
         let mut indexes = Vec::with_capacity(1 + groups.len());
-        indexes.push(IndexAdd {
-            index: key::tag_index(&self.prefix, tag),
-            expiry,
-            prune: prune && self.tag_prune_due(tag, storage::now_ms()),
-        });
+        if let Some(tag) = tag {
+            indexes.push(IndexAdd {
+                index: key::tag_index(&self.prefix, tag),
+                expiry,
+                prune: prune && self.tag_prune_due(tag, storage::now_ms()),
+            });
+        }
         for group in groups {
             indexes.push(IndexAdd {
                 index: key::group_index(&self.prefix, group),

@@ -201,10 +201,6 @@ where
                 };
                 run.after_wait(woken)
             }
-            Step::Register => {
-                let reply = backend.run(&run.register_op(), &report).await;
-                run.after_register(reply)
-            }
             Step::Load => {
                 run.begin_load();
                 let load = (loader.take().expect("a flow loads at most once"))();
@@ -383,10 +379,6 @@ where
                     None => false,
                 };
                 run.after_wait(woken)
-            }
-            Step::Register => {
-                let reply = backend.run_blocking(&run.register_op(), &report);
-                run.after_register(reply)
             }
             Step::Load => {
                 run.begin_load();
@@ -649,12 +641,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     /// it), plus the value's TTL so that registering never shortens it.
     fn registration(&self) -> &[IndexAdd] {
         self.registration.get_or_init(|| {
-            let lease_ms = self.settings.lease_ttl.as_millis() as u64;
             self.inner.indexes(
-                self.lookup.spec.tag,
+                Some(self.lookup.spec.tag),
                 self.lookup.groups.as_slice(),
-                Expiry::After(self.ttl_ms.unwrap_or(0) + lease_ms),
-                false,
+                Expiry::After(self.ttl_ms.unwrap_or(0) + self.lease_ms()),
+                true,
             )
         })
     }
@@ -684,13 +675,20 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     fn claim_op(&self) -> ClaimLease<'_> {
         // (The flow knows how old a value may be: refresh_after and values
         // already found undecodable.)
-        ClaimLease(ClaimRequest {
-            keys: &self.keys,
-            token: self.token(),
-            lease_ms: self.settings.lease_ttl.as_millis() as u64,
-            fresh_since_ms: self.flow.fresh_since_ms(now_ms()),
-            stale_ok: self.flow.stale_ok(),
-        })
+        ClaimLease {
+            claim: ClaimRequest {
+                keys: &self.keys,
+                token: self.token(),
+                lease_ms: self.lease_ms(),
+                fresh_since_ms: self.flow.fresh_since_ms(now_ms()),
+                stale_ok: self.flow.stale_ok(),
+            },
+            register: self.register(),
+        }
+    }
+
+    fn lease_ms(&self) -> u64 {
+        self.settings.lease_ttl.as_millis() as u64
     }
 
     fn after_claim(&mut self, reply: Result<(Claim, Option<Vec<u8>>)>) -> Step {
@@ -771,6 +769,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         }
     }
 
+    /// Seal the value, and work out the index writes that go with the fill:
+    /// every index (the tag, the groups known upfront, and the groups
+    /// computed from the value, unknown until now), with the value's real
+    /// expiry, so that members leave their indexes when the value expires.
+    /// (Pruning happened with the registration.)
     fn prepare_fill(&mut self, value: &V) {
         self.seal(value);
         let mut groups = self.lookup.groups.clone();
@@ -781,9 +784,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             Some(ms) => Expiry::After(ms),
             None => Expiry::Never,
         };
-        self.indexes = self
-            .inner
-            .indexes(self.lookup.spec.tag, groups.as_slice(), expiry, true);
+        self.indexes =
+            self.inner
+                .indexes(Some(self.lookup.spec.tag), groups.as_slice(), expiry, false);
     }
 
     /// The fill, or None when the value cannot be stored (then the lease is released).
@@ -795,6 +798,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             token: self.token(),
             envelope: sealed,
             ttl_ms: self.ttl_ms,
+            lease_ms: self.lease_ms(),
             indexes: &self.indexes,
         }))
     }
@@ -820,10 +824,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         Release {
             keys: &self.keys,
             token: self.token(),
+            lease_ms: self.lease_ms(),
         }
     }
 
-    fn register_op(&self) -> Register<'_> {
+    fn register(&self) -> Register<'_> {
         Register {
             prefix: &self.inner.prefix,
             keys: &self.keys,
@@ -831,16 +836,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         }
     }
 
-    fn after_register(&mut self, reply: Result<()>) -> Step {
-        match reply {
-            Ok(()) => self.flow.on_registered(),
-            Err(_) => self.flow.on_store_error(),
-        }
-    }
-
     fn extend_op(&self) -> Extend<'_> {
         Extend {
-            register: self.register_op(),
+            register: self.register(),
             token: self.token(),
             lease_ms: self.settings.lease_ttl.as_millis() as u64,
         }

@@ -12,8 +12,9 @@
 //! is served. A stale value (invalidated in place) is served to readers that
 //! accept stale data while exactly one caller refreshes it; other readers
 //! treat it as a miss. On a miss, claim the key's lease (an atomic script that
-//! also re-checks the value): the one caller that gets it puts the key in its
-//! tag and dependency indexes, loads, and fills; the fill is conditional on
+//! also re-checks the value, sent in one round trip with the key's
+//! registration in its tag and dependency indexes): the one caller that gets
+//! it loads and fills; the fill is conditional on
 //! still holding the lease, and every kind of invalidation deletes the leases
 //! of the keys it reaches (which it finds through those indexes), so a load
 //! that began before an invalidation never stores its result as fresh. Callers that do not get the lease register as waiters and sleep
@@ -93,16 +94,14 @@ pub enum Step {
     /// continue with [`ReadFlow::on_shared`]. Used before an inline refresh,
     /// so that only the refreshing caller waits for the loader.
     Share,
-    /// Run the claim script: re-check the value, take the lease if free,
-    /// register as a waiter otherwise. The driver feeds the re-read value to
-    /// [`ReadFlow::on_claim`].
+    /// Put the key in its tag and dependency indexes (so that an
+    /// invalidation of the tag or group during a load finds the key and
+    /// revokes the lease), then run the claim script: re-check the value,
+    /// take the lease if free, register as a waiter otherwise. One round
+    /// trip. The driver feeds the re-read value to [`ReadFlow::on_claim`].
     Claim,
     /// Wait for a fill announcement for this key, at most this long.
     Wait(Duration),
-    /// Put the key in its tag and dependency indexes before loading, so that
-    /// an invalidation of the tag or group during the load finds the key and
-    /// revokes the lease. Continue with [`ReadFlow::on_registered`].
-    Register,
     /// Run the loader. The lease is held if [`ReadFlow::holds_lease`].
     Load,
     /// Write the loaded value, only if the lease is still ours.
@@ -148,7 +147,6 @@ enum Phase {
     Reading,
     Claiming,
     Waiting,
-    Registering,
     Loading,
     Filling,
     Releasing,
@@ -297,8 +295,8 @@ impl ReadFlow {
         match claim {
             Claim::Acquired => {
                 self.leased = true;
-                self.phase = Phase::Registering;
-                Step::Register
+                self.phase = Phase::Loading;
+                Step::Load
             }
             Claim::Current => match self.mode {
                 Mode::Refresh => self.finish(Step::Done),
@@ -342,12 +340,6 @@ impl ReadFlow {
                 }
             }
         }
-    }
-
-    /// The key is in its indexes: load.
-    pub fn on_registered(&mut self) -> Step {
-        self.phase = Phase::Loading;
-        Step::Load
     }
 
     /// A `Wait` ended (woken by an announcement or timed out).
@@ -411,9 +403,6 @@ impl ReadFlow {
                 self.phase = Phase::Loading;
                 Step::Load
             }
-            // Registration failed: load anyway; the fill registers again
-            // before it writes.
-            Phase::Registering => self.on_registered(),
             // A failed fill: the value is returned, not stored. The lease
             // expires by itself.
             Phase::Filling => self.on_filled(true),
@@ -473,10 +462,9 @@ mod tests {
         assert_eq!(flow.on_read(Found::Missing, 0), Step::Claim);
         assert_eq!(
             flow.on_claim(Claim::Acquired, Found::Missing, 0),
-            Step::Register
+            Step::Load
         );
         assert!(flow.holds_lease());
-        assert_eq!(flow.on_registered(), Step::Load);
         assert_eq!(flow.on_loaded(true), Step::Fill);
         assert_eq!(flow.on_filled(true), Step::ServeLoaded { shareable: true });
         assert!(!flow.holds_lease());
@@ -493,7 +481,6 @@ mod tests {
         let mut flow = ReadFlow::read(policy());
         flow.on_read(Found::Missing, 0);
         flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        flow.on_registered();
         flow.on_loaded(true);
         assert_eq!(
             flow.on_filled(false),
@@ -506,7 +493,6 @@ mod tests {
         let mut flow = ReadFlow::read(policy());
         flow.on_read(Found::Missing, 0);
         flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        flow.on_registered();
         assert_eq!(flow.on_loaded(false), Step::Release);
         assert_eq!(flow.on_released(), Step::ServeError);
     }
@@ -556,7 +542,7 @@ mod tests {
         let mut flow = ReadFlow::read(policy());
         flow.on_read(stale(), 0);
         flow.on_shared();
-        assert_eq!(flow.on_claim(Claim::Acquired, stale(), 0), Step::Register);
+        assert_eq!(flow.on_claim(Claim::Acquired, stale(), 0), Step::Load);
     }
 
     #[test]
@@ -576,11 +562,7 @@ mod tests {
         assert_eq!(refresh.start(), Step::Claim);
         assert_eq!(refresh.on_claim(Claim::Busy, stale(), 0), Step::Done);
         let mut refresh = ReadFlow::refresh(policy());
-        assert_eq!(
-            refresh.on_claim(Claim::Acquired, stale(), 0),
-            Step::Register
-        );
-        assert_eq!(refresh.on_registered(), Step::Load);
+        assert_eq!(refresh.on_claim(Claim::Acquired, stale(), 0), Step::Load);
         assert_eq!(refresh.on_loaded(true), Step::Fill);
         assert_eq!(refresh.on_filled(true), Step::Done);
     }
@@ -634,8 +616,6 @@ mod tests {
         let mut flow = ReadFlow::read(policy());
         flow.on_read(Found::Missing, 0);
         flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        assert_eq!(flow.on_store_error(), Step::Load);
-        assert!(flow.holds_lease());
         flow.on_loaded(true);
         assert_eq!(flow.on_store_error(), Step::ServeLoaded { shareable: true });
 

@@ -277,13 +277,21 @@ impl World {
                     let flow = &self.readers[i].flow;
                     (flow.fresh_since_ms(now), flow.stale_ok())
                 };
-                let (claim, read) = self.apply(&ClaimLease(ClaimRequest {
-                    keys: &keys,
-                    token: &token,
-                    lease_ms: LEASE_MS,
-                    fresh_since_ms,
-                    stale_ok,
-                }));
+                let tag = self.tag.clone();
+                let (claim, read) = self.apply(&ClaimLease {
+                    claim: ClaimRequest {
+                        keys: &keys,
+                        token: &token,
+                        lease_ms: LEASE_MS,
+                        fresh_since_ms,
+                        stale_ok,
+                    },
+                    register: Register {
+                        prefix: PREFIX,
+                        keys: &keys,
+                        indexes: &tag,
+                    },
+                });
                 if claim == Claim::Acquired {
                     self.check_single_loader(i)?;
                     let reader = &mut self.readers[i];
@@ -304,15 +312,6 @@ impl World {
                 prop_assert!(reader.waits <= RETRIES, "a reader waited past its budget");
                 reader.flow.on_wait_done()
             }
-            Step::Register => {
-                let tag = self.tag.clone();
-                self.apply(&Register {
-                    prefix: PREFIX,
-                    keys: &keys,
-                    indexes: &tag,
-                });
-                self.readers[i].flow.on_registered()
-            }
             Step::Load => {
                 let reader = &mut self.readers[i];
                 reader.load_version = Some(self.version);
@@ -331,6 +330,7 @@ impl World {
                     token: &token,
                     envelope: &sealed,
                     ttl_ms: None,
+                    lease_ms: LEASE_MS,
                     indexes: &tag,
                 }));
                 let reader = &self.readers[i];
@@ -346,6 +346,7 @@ impl World {
                 self.apply(&Release {
                     keys: &keys,
                     token: &token,
+                    lease_ms: LEASE_MS,
                 });
                 self.readers[i].flow.on_released()
             }
@@ -465,7 +466,7 @@ fn a_load_that_began_before_an_invalidation_is_not_served_afterwards() {
             world.act(action).expect("no property violated");
         }
     };
-    // Reader 0 reads (miss), claims, registers, starts loading version 0.
+    // Reader 0 reads (miss), claims (and registers), starts loading version 0.
     run(
         &mut world,
         &[

@@ -311,6 +311,8 @@ pub(crate) struct FillRequest<'a> {
     pub(crate) envelope: &'a [u8],
     /// Time to live, if any.
     pub(crate) ttl_ms: Option<u64>,
+    /// Lease lifetime (to put back a lease that is not ours).
+    pub(crate) lease_ms: u64,
     /// Indexes the key joins before it is written.
     pub(crate) indexes: &'a [IndexAdd],
 }
@@ -359,6 +361,7 @@ mod tests {
             token,
             envelope,
             ttl_ms: Some(500),
+            lease_ms: 1000,
             indexes: &[],
         }
     }

@@ -105,6 +105,21 @@ pub(crate) enum Request {
 pub(crate) struct RedisContext<'a> {
     pub(crate) channel: &'a str,
     pub(crate) scripts: &'a redis::Scripts,
+    /// Send scripts with `EVAL` (their body) rather than `EVALSHA`: the
+    /// retry after a `NOSCRIPT` (a restarted or flushed server).
+    pub(crate) eval: bool,
+}
+
+impl RedisContext<'_> {
+    /// The command that runs `script` on these keys and arguments.
+    fn script<A: ::redis::ToRedisArgs>(
+        &self,
+        script: &redis::Script,
+        keys: &[&str],
+        args: &[A],
+    ) -> Cmd {
+        script.call(keys, args, self.eval)
+    }
 }
 
 /// One store operation, for both stores.
@@ -148,18 +163,25 @@ impl Op for Get<'_> {
     }
 }
 
-/// Take the lease unless the value is current; register as a waiter otherwise.
-pub(crate) struct ClaimLease<'a>(pub(crate) ClaimRequest<'a>);
+/// Put the key in its indexes, then take the lease unless the value is
+/// current, or register as a waiter. One round trip.
+pub(crate) struct ClaimLease<'a> {
+    pub(crate) claim: ClaimRequest<'a>,
+    pub(crate) register: Register<'a>,
+}
 
 impl Op for ClaimLease<'_> {
     type Output = (Claim, Option<Vec<u8>>);
     const NAME: &'static str = "claim";
     fn subject(&self) -> &str {
-        self.0.keys.value()
+        self.claim.keys.value()
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        let r = &self.0;
-        Request::Command(cx.scripts.claim.call(
+        let r = &self.claim;
+        let mut pipe = ::redis::pipe();
+        self.register.push_writes(&mut pipe);
+        pipe.add_command(cx.script(
+            &cx.scripts.claim,
             &[r.keys.value(), &r.keys.lease()],
             &[
                 r.token,
@@ -167,10 +189,11 @@ impl Op for ClaimLease<'_> {
                 &r.fresh_since_ms.to_string(),
                 if r.stale_ok { "1" } else { "0" },
             ],
-        ))
+        ));
+        Request::Pipeline(pipe)
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
-        let (code, found): (i64, Option<Vec<u8>>) = ::redis::from_redis_value(value)?;
+        let ((code, found),): ((i64, Option<Vec<u8>>),) = ::redis::from_redis_value(value)?;
         let claim = match code {
             1 => Claim::Acquired,
             2 => Claim::Current,
@@ -179,7 +202,8 @@ impl Op for ClaimLease<'_> {
         Ok((claim, found))
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
-        state.claim(&self.0, now_ms)
+        self.register.apply(state, now_ms);
+        state.claim(&self.claim, now_ms)
     }
 }
 
@@ -201,13 +225,15 @@ impl Op for Fill<'_> {
             r.indexes,
             Scoring::Set,
         );
-        pipe.add_command(cx.scripts.fill.call(
+        pipe.add_command(cx.script(
+            &cx.scripts.fill,
             &[r.keys.value(), &r.keys.lease()],
             &[
                 r.token.as_bytes(),
                 r.envelope,
                 r.ttl_ms.unwrap_or(0).to_string().as_bytes(),
                 cx.channel.as_bytes(),
+                r.lease_ms.to_string().as_bytes(),
             ],
         ));
         Request::Pipeline(pipe)
@@ -229,6 +255,8 @@ impl Op for Fill<'_> {
 pub(crate) struct Release<'a> {
     pub(crate) keys: &'a StoreKeys,
     pub(crate) token: &'a str,
+    /// To put back a lease that turns out not to be ours.
+    pub(crate) lease_ms: u64,
 }
 
 impl Op for Release<'_> {
@@ -238,9 +266,10 @@ impl Op for Release<'_> {
         self.keys.value()
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        Request::Command(cx.scripts.release.call(
+        Request::Command(cx.script(
+            &cx.scripts.release,
             &[self.keys.value(), &self.keys.lease()],
-            &[self.token, cx.channel],
+            &[self.token, cx.channel, &self.lease_ms.to_string()],
         ))
     }
     fn reply(&self, _: Value) -> RedisResult<Self::Output> {
@@ -253,34 +282,28 @@ impl Op for Release<'_> {
     }
 }
 
-/// Put a key in its indexes before its load, so that invalidations of its
-/// tag or groups find it while the load runs.
+/// A key's registration in its indexes before its load, so that
+/// invalidations of its tag or groups find it while the load runs. Sent with
+/// the claim, and again with every lease renewal.
 pub(crate) struct Register<'a> {
     pub(crate) prefix: &'a str,
     pub(crate) keys: &'a StoreKeys,
     pub(crate) indexes: &'a [IndexAdd],
 }
 
-impl Op for Register<'_> {
-    type Output = ();
-    const NAME: &'static str = "register";
-    fn subject(&self) -> &str {
-        self.keys.value()
-    }
-    fn request(&self, _: &RedisContext<'_>) -> Request {
-        let mut pipe = ::redis::pipe();
+impl Register<'_> {
+    /// The `ZADD GT` (and prune) commands, in front of what follows.
+    fn push_writes(&self, pipe: &mut Pipeline) {
         push_index_writes(
-            &mut pipe,
+            pipe,
             self.keys.cache_key(self.prefix),
             self.indexes,
             Scoring::Extend,
         );
-        Request::Pipeline(pipe)
     }
-    fn reply(&self, _: Value) -> RedisResult<Self::Output> {
-        Ok(())
-    }
-    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
+
+    /// The same on the memory store.
+    fn apply(&self, state: &mut MemoryState, now_ms: u64) {
         let member = self.keys.cache_key(self.prefix);
         for add in self.indexes {
             state.index_add(add, member, Scoring::Extend, now_ms);
@@ -305,25 +328,20 @@ impl Op for Extend<'_> {
     fn request(&self, cx: &RedisContext<'_>) -> Request {
         let keys = self.register.keys;
         let mut pipe = ::redis::pipe();
-        push_index_writes(
-            &mut pipe,
-            keys.cache_key(self.register.prefix),
-            self.register.indexes,
-            Scoring::Extend,
-        );
-        pipe.add_command(
-            cx.scripts
-                .extend
-                .call(&[&keys.lease()], &[self.token, &self.lease_ms.to_string()]),
-        );
+        self.register.push_writes(&mut pipe);
+        pipe.add_command(cx.script(
+            &cx.scripts.extend,
+            &[&keys.lease()],
+            &[self.token, &self.lease_ms.to_string()],
+        ));
         Request::Pipeline(pipe)
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
         let (extended,): (i64,) = ::redis::from_redis_value(value)?;
         Ok(extended == 1)
     }
-    fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output {
-        self.register.apply(state, now_ms, wake);
+    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
+        self.register.apply(state, now_ms);
         state.extend(self.register.keys, self.token, self.lease_ms, now_ms)
     }
 }
@@ -356,11 +374,11 @@ impl Op for Invalidate<'_> {
         };
         let mut pipe = ::redis::pipe();
         for keys in self.keys {
-            pipe.add_command(
-                cx.scripts
-                    .invalidate
-                    .call(&[keys.value(), &keys.lease()], &[cx.channel, mode]),
-            );
+            pipe.add_command(cx.script(
+                &cx.scripts.invalidate,
+                &[keys.value(), &keys.lease()],
+                &[cx.channel, mode],
+            ));
         }
         Request::Pipeline(pipe)
     }

@@ -34,16 +34,19 @@ impl Script {
         }
     }
 
-    /// The `EVALSHA` command for these keys and arguments.
-    pub(crate) fn call<A: ToRedisArgs>(&self, keys: &[&str], args: &[A]) -> Cmd {
-        let mut cmd = redis::cmd("EVALSHA");
-        cmd.arg(&self.hash).arg(keys.len()).arg(keys).arg(args);
-        cmd
-    }
-
-    fn load_cmd(&self) -> Cmd {
-        let mut cmd = redis::cmd("SCRIPT");
-        cmd.arg("LOAD").arg(self.code);
+    /// The `EVALSHA` command for these keys and arguments, or with `eval`
+    /// the `EVAL` of the script's body (which also loads it on the server).
+    pub(crate) fn call<A: ToRedisArgs>(&self, keys: &[&str], args: &[A], eval: bool) -> Cmd {
+        let mut cmd = if eval {
+            let mut cmd = redis::cmd("EVAL");
+            cmd.arg(self.code);
+            cmd
+        } else {
+            let mut cmd = redis::cmd("EVALSHA");
+            cmd.arg(&self.hash);
+            cmd
+        };
+        cmd.arg(keys.len()).arg(keys).arg(args);
         cmd
     }
 }
@@ -74,27 +77,33 @@ if not (fresh(v) or (ours(v) and ARGV[4] == '1')) then redis.call('APPEND', KEYS
 return {0, v}
 ";
 
-/// KEYS: value, lease. ARGV: token, envelope, ttl ms ('0': none), channel.
-/// Writes the value only if `token` still holds the lease; wakes waiters.
+/// KEYS: value, lease. ARGV: token, envelope, ttl ms ('0': none), channel,
+/// lease ms. Writes the value only if `token` still holds the lease (taken
+/// with `GETDEL`; a lease that turns out to be someone else's is put back),
+/// and wakes waiters.
 const FILL: &str = r"
-local lease = redis.call('GET', KEYS[2])
-if not held_by(lease, ARGV[1]) then return 0 end
+local lease = redis.call('GETDEL', KEYS[2])
+if not held_by(lease, ARGV[1]) then
+  if lease then redis.call('SET', KEYS[2], lease, 'PX', ARGV[5]) end
+  return 0
+end
 if ARGV[3] == '0' then
   redis.call('SET', KEYS[1], ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-redis.call('DEL', KEYS[2])
 if string.len(lease) > string.len(ARGV[1]) then redis.call('PUBLISH', ARGV[4], 'F' .. KEYS[1]) end
 return 1
 ";
 
-/// KEYS: value, lease. ARGV: token, channel. Drops the lease if `token`
-/// holds it, and wakes waiters so that one of them loads.
+/// KEYS: value, lease. ARGV: token, channel, lease ms. Drops the lease if
+/// `token` holds it, and wakes waiters so that one of them loads.
 const RELEASE: &str = r"
-local lease = redis.call('GET', KEYS[2])
-if not held_by(lease, ARGV[1]) then return 0 end
-redis.call('DEL', KEYS[2])
+local lease = redis.call('GETDEL', KEYS[2])
+if not held_by(lease, ARGV[1]) then
+  if lease then redis.call('SET', KEYS[2], lease, 'PX', ARGV[3]) end
+  return 0
+end
 if string.len(lease) > string.len(ARGV[1]) then redis.call('PUBLISH', ARGV[2], 'F' .. KEYS[1]) end
 return 1
 ";
@@ -144,16 +153,6 @@ impl Scripts {
             extend: Script::new(with_helpers(EXTEND)),
             invalidate: Script::new(with_helpers(INVALIDATE)),
         }
-    }
-
-    fn all(&self) -> [&Script; 5] {
-        [
-            &self.claim,
-            &self.fill,
-            &self.release,
-            &self.extend,
-            &self.invalidate,
-        ]
     }
 }
 
@@ -227,10 +226,12 @@ impl RedisStore {
         &self.described
     }
 
-    fn context(&self) -> RedisContext<'_> {
+    /// The context to build requests in; `eval` after a `NOSCRIPT`.
+    fn context(&self, eval: bool) -> RedisContext<'_> {
         RedisContext {
             channel: &self.channel,
             scripts: scripts(),
+            eval,
         }
     }
 
@@ -239,15 +240,14 @@ impl RedisStore {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime { command: O::NAME });
         }
-        let request = op.request(&self.context());
+        let request = op.request(&self.context(false));
         let attempt = async {
             let mut conn = self.async_connection(timeout).await?;
             let mut reply = send_async(&mut conn, &request).await;
             if reply.as_ref().is_err_and(is_noscript) {
-                for script in scripts().all() {
-                    send_async(&mut conn, &Request::Command(script.load_cmd())).await?;
-                }
-                reply = send_async(&mut conn, &request).await;
+                // The server lost its scripts (restarted, flushed): send this
+                // request's scripts by body, which loads them again.
+                reply = send_async(&mut conn, &op.request(&self.context(true))).await;
             }
             if let Err(error) = &reply {
                 self.forget_async_connection(error);
@@ -318,7 +318,7 @@ impl RedisStore {
             .client
             .as_ref()
             .ok_or(Error::NoBlockingConnection { command: O::NAME })?;
-        let request = op.request(&self.context());
+        let request = op.request(&self.context(false));
         let idle = self
             .blocking
             .lock()
@@ -333,10 +333,7 @@ impl RedisStore {
             conn.set_write_timeout(Some(timeout))?;
             let mut reply = send_blocking(&mut conn, &request);
             if reply.as_ref().is_err_and(is_noscript) {
-                for script in scripts().all() {
-                    script.load_cmd().query::<Value>(&mut conn)?;
-                }
-                reply = send_blocking(&mut conn, &request);
+                reply = send_blocking(&mut conn, &op.request(&self.context(true)));
             }
             reply
         })();
