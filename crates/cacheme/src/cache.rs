@@ -248,7 +248,7 @@ impl Inner {
     /// The protocol policy for a lookup: its own overrides, then its spec's
     /// meta, then the settings.
     pub(crate) fn policy_for<V>(&self, lookup: &Lookup<'_, V>, background_refresh: bool) -> Policy {
-        let settings = self.settings();
+        let settings = self.settings.load();
         Policy {
             stale: lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale),
             refresh_after: lookup.refresh_after.or(lookup.spec.refresh_after),

@@ -58,19 +58,25 @@ where
     Fut: Future<Output = Result<V, E>>,
     E: Send + Sync + 'static,
 {
-    let inner = lookup.cache.inner.clone();
-    if bypass(lookup) || tokio::runtime::Handle::try_current().is_err() {
+    let inner = &lookup.cache.inner;
+    if bypass(lookup) {
         return Led::plain(loader().await.map_err(LoadError::Own));
     }
-    let local = match LocalUse::check(lookup, &inner) {
+    let local = match LocalUse::check(lookup, inner) {
         Ok(value) => return Led::plain(Ok(value)),
         Err(local) => local,
     };
-    let led = load_remote_async(lookup, &inner, loader, detached).await;
+    // The store's timers and connection need a tokio runtime.
+    if tokio::runtime::Handle::try_current().is_err() {
+        return Led::plain(loader().await.map_err(LoadError::Own));
+    }
+    // Boxed: the store's part is a large future (the whole protocol), and
+    // keeping it inline would make every call, local hits included, move it.
+    let led = Box::pin(load_remote_async(lookup, inner, loader, detached)).await;
     if let (Some(local), Ok(value)) = (local, &led.result)
         && led.fresh
     {
-        local.fill(&inner, &lookup.key, value);
+        local.fill(inner, &lookup.key, value);
     }
     led
 }
@@ -88,7 +94,6 @@ where
     Fut: Future<Output = Result<V, E>>,
     E: Send + Sync + 'static,
 {
-    let inner = inner.clone();
     let keys = inner.store_keys(&lookup.key);
     let mut loader = Some(loader);
     let mut rounds = 0;
@@ -99,12 +104,12 @@ where
                     .take()
                     .expect("only a leader takes the loader, and it returns");
                 let flow = ReadFlow::read(inner.policy_for(lookup, detached));
-                let run = Run::new(lookup, &inner, keys, Some(leader), flow);
+                let run = Run::new(lookup, inner, keys, Some(leader), flow);
                 return lead_async(run, loader).await;
             }
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
-                match waited(lookup, &inner, flight.wait().await) {
+                match waited(lookup, inner, flight.wait().await) {
                     Waited::Value(value, fresh) => return Led::value(value, fresh),
                     Waited::Error(error) => return Led::plain(Err(error)),
                     Waited::Retry => rounds += 1,
@@ -265,19 +270,19 @@ where
     F: FnOnce() -> Result<V, E>,
     E: Send + Sync + 'static,
 {
-    let inner = lookup.cache.inner.clone();
+    let inner = &lookup.cache.inner;
     if bypass(lookup) {
         return loader().map_err(LoadError::Own);
     }
-    let local = match LocalUse::check(lookup, &inner) {
+    let local = match LocalUse::check(lookup, inner) {
         Ok(value) => return Ok(value),
         Err(local) => local,
     };
-    let (result, fresh) = load_remote_blocking(lookup, &inner, loader);
+    let (result, fresh) = load_remote_blocking(lookup, inner, loader);
     if let (Some(local), Ok(value)) = (local, &result)
         && fresh
     {
-        local.fill(&inner, &lookup.key, value);
+        local.fill(inner, &lookup.key, value);
     }
     result
 }
@@ -293,7 +298,6 @@ where
     F: FnOnce() -> Result<V, E>,
     E: Send + Sync + 'static,
 {
-    let inner = inner.clone();
     let keys = inner.store_keys(&lookup.key);
     let mut loader = Some(loader);
     let mut rounds = 0;
@@ -304,12 +308,12 @@ where
                     .take()
                     .expect("only a leader takes the loader, and it returns");
                 let flow = ReadFlow::read(inner.policy_for(lookup, false));
-                let run = Run::new(lookup, &inner, keys, Some(leader), flow);
+                let run = Run::new(lookup, inner, keys, Some(leader), flow);
                 return lead_blocking(run, loader);
             }
             Join::Waiter(flight) => {
                 inner.stats.coalesced();
-                match waited(lookup, &inner, flight.wait_blocking()) {
+                match waited(lookup, inner, flight.wait_blocking()) {
                     Waited::Value(value, fresh) => return (Ok(value), fresh),
                     Waited::Error(error) => return (Err(error), false),
                     Waited::Retry => rounds += 1,
@@ -446,22 +450,26 @@ impl<V: CacheValue> LocalUse<V> {
         let Some(clone) = lookup.local_clone else {
             return Err(None);
         };
-        let Some(tier) = inner.local.tier(lookup.spec, &inner.stats) else {
-            return Err(None);
-        };
-        // Read the sequence first: an event after this point keeps the
-        // value read from the store out of the tier.
-        let seq = inner.local.seq();
-        if let Some(value) = tier.get(&lookup.key, clone) {
-            inner.stats.local_hit();
-            inner.stats.hit();
-            if let Some(hit) = lookup.hit {
-                hit(&lookup.key, &value);
+        match inner
+            .local
+            .get(lookup.spec, &inner.stats, &lookup.key, clone)
+        {
+            Ok(value) => {
+                inner.stats.local_hit();
+                if let Some(hit) = lookup.hit {
+                    hit(&lookup.key, &value);
+                }
+                Ok(value)
             }
-            return Ok(value);
+            Err(None) => Err(None),
+            Err(Some(tier)) => {
+                inner.stats.local_miss();
+                // Read the sequence before the store: an event after this
+                // point keeps the value read from the store out of the tier.
+                let seq = inner.local.seq();
+                Err(Some(LocalUse { tier, clone, seq }))
+            }
         }
-        inner.stats.local_miss();
-        Err(Some(LocalUse { tier, clone, seq }))
     }
 
     /// Keep a fresh value read or loaded through the store.

@@ -126,23 +126,58 @@ impl LocalTiers {
         }
     }
 
-    /// The tier of `spec`, if it asks for one and events are flowing.
-    pub(crate) fn tier(&self, spec: &'static Spec, stats: &Arc<Stats>) -> Option<Arc<Tier>> {
-        let local = spec.local?;
+    /// Look `key` up in the tier of `spec`: the value on a hit; on a miss,
+    /// the tier to fill (`Err(Some)`), or `Err(None)` when `spec` has no tier
+    /// or the tiers are not in use (events are not flowing).
+    pub(crate) fn get<V: 'static>(
+        &self,
+        spec: &'static Spec,
+        stats: &Arc<Stats>,
+        key: &str,
+        clone: fn(&V) -> V,
+    ) -> Result<V, Option<Arc<Tier>>> {
+        let Some(local) = spec.local else {
+            return Err(None);
+        };
         if !self.connected.load(Ordering::Acquire) {
-            return None;
+            return Err(None);
         }
         let id = std::ptr::from_ref(spec) as usize;
-        if let Some((_, tier)) = self.shared.tiers.load().iter().find(|(i, _)| *i == id) {
-            return Some(tier.clone());
+        {
+            let tiers = self.shared.tiers.load();
+            if let Some((_, tier)) = tiers.iter().find(|(i, _)| *i == id) {
+                return match tier.get(key, clone) {
+                    Some(value) => Ok(value),
+                    None => Err(Some(tier.clone())),
+                };
+            }
         }
+        Err(Some(self.create(id, spec.tag, local, stats)))
+    }
+
+    /// The tier of `spec`, made on first use.
+    #[cfg(test)]
+    pub(crate) fn tier(&self, spec: &'static Spec, stats: &Arc<Stats>) -> Option<Arc<Tier>> {
+        match self.get::<()>(spec, stats, "", |_| ()) {
+            Ok(()) => None,
+            Err(tier) => tier,
+        }
+    }
+
+    fn create(
+        &self,
+        id: usize,
+        tag: &'static str,
+        local: LocalSpec,
+        stats: &Arc<Stats>,
+    ) -> Arc<Tier> {
         let _creating = self.create.lock().unwrap_or_else(PoisonError::into_inner);
         let tiers = self.shared.tiers.load_full();
         if let Some((_, tier)) = tiers.iter().find(|(i, _)| *i == id) {
-            return Some(tier.clone());
+            return tier.clone();
         }
         let tier = Arc::new(Tier::new(
-            spec.tag,
+            tag,
             local,
             stats.clone(),
             self.shared.clock.clone(),
@@ -153,7 +188,7 @@ impl LocalTiers {
         if tiers.is_empty() {
             Sweeper::spawn(Arc::downgrade(&self.shared));
         }
-        Some(tier)
+        tier
     }
 
     /// Whether events are flowing, so that the tiers are in use.
@@ -233,7 +268,7 @@ impl Tier {
 
     /// A copy of the value under `key`, if there is one of type `V` that has
     /// not expired.
-    pub(crate) fn get<V: 'static>(&self, key: &str, clone: fn(&V) -> V) -> Option<V> {
+    fn get<V: 'static>(&self, key: &str, clone: fn(&V) -> V) -> Option<V> {
         let entry = self.entries.get(key)?;
         if entry.expires_at_ms <= self.clock.load(Ordering::Relaxed) {
             return None;

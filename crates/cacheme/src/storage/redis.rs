@@ -272,9 +272,12 @@ impl RedisStore {
                     .client
                     .as_ref()
                     .expect("a Url source is only built together with its client");
+                // The response timeout is ours (around every request, so that
+                // it follows `op_timeout` changes); a second timer in the
+                // connection would only cost time on the hot path.
                 let config = ConnectionManagerConfig::new()
                     .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(Some(timeout))
+                    .set_response_timeout(None)
                     .set_number_of_retries(2)
                     .set_max_delay(Duration::from_millis(200));
                 let manager = client.get_connection_manager_lazy(config)?;
