@@ -438,7 +438,7 @@ impl<V, E, F> Led<V, E, F> {
 /// A lookup's local tier, when it has one in use: where a value read from the
 /// store goes, if no invalidation event arrived since `seq`.
 pub(crate) struct LocalUse<V> {
-    tier: Arc<Tier>,
+    tier: Arc<dyn Tier>,
     clone: fn(&V) -> V,
     seq: u64,
 }
@@ -450,10 +450,7 @@ impl<V: CacheValue> LocalUse<V> {
         let Some(clone) = lookup.local_clone else {
             return Err(None);
         };
-        match inner
-            .local
-            .get(lookup.spec, &inner.stats, &lookup.key, clone)
-        {
+        match inner.local.get::<V>(lookup.spec, &inner.stats, &lookup.key) {
             Ok(value) => {
                 inner.stats.local_hit();
                 if let Some(hit) = lookup.hit {
@@ -476,7 +473,7 @@ impl<V: CacheValue> LocalUse<V> {
     pub(crate) fn fill(self, inner: &Inner, key: &str, value: &V) {
         inner
             .local
-            .insert(&self.tier, key, (self.clone)(value), self.seq);
+            .insert(&*self.tier, key, (self.clone)(value), self.clone, self.seq);
     }
 }
 

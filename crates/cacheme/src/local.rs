@@ -16,10 +16,9 @@
 
 use std::any::Any;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError, RwLock, Weak};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use arc_swap::ArcSwap;
 use serde::{Deserialize, Serialize};
 
 use crate::spec::{LocalSpec, Spec};
@@ -57,21 +56,33 @@ impl Event {
     }
 }
 
-/// A local entry: the decoded value, and when it expires.
-#[derive(Clone)]
-struct Entry {
-    value: Arc<dyn Any + Send + Sync>,
+/// A local entry: the decoded value, when it expires, and how to copy it out
+/// (the value type's `Clone::clone`, given by the lookup, so that a tier needs
+/// no `Clone` bound of its own).
+struct Held<V> {
+    value: V,
     expires_at_ms: u64,
+    clone: fn(&V) -> V,
+}
+
+impl<V> Clone for Held<V> {
+    fn clone(&self) -> Self {
+        Held {
+            value: (self.clone)(&self.value),
+            expires_at_ms: self.expires_at_ms,
+            clone: self.clone,
+        }
+    }
 }
 
 /// Counts evictions; evicted entries are dropped after the shard lock is released.
 #[derive(Clone)]
 struct CountEvictions(Arc<Stats>);
 
-impl quick_cache::Lifecycle<String, Entry> for CountEvictions {
-    type RequestState = [Option<(String, Entry)>; 2];
+impl<V> quick_cache::Lifecycle<String, Held<V>> for CountEvictions {
+    type RequestState = [Option<(String, Held<V>)>; 2];
 
-    fn on_evict(&self, state: &mut Self::RequestState, key: String, entry: Entry) {
+    fn on_evict(&self, state: &mut Self::RequestState, key: String, entry: Held<V>) {
         self.0.local_eviction();
         if let Some(slot) = state.iter_mut().find(|slot| slot.is_none()) {
             *slot = Some((key, entry));
@@ -79,27 +90,82 @@ impl quick_cache::Lifecycle<String, Entry> for CountEvictions {
     }
 }
 
-type Entries = quick_cache::sync::Cache<
+type Entries<V> = quick_cache::sync::Cache<
     String,
-    Entry,
+    Held<V>,
     quick_cache::UnitWeighter,
     quick_cache::DefaultHashBuilder,
     CountEvictions,
 >;
 
-/// One node type's or function's tier.
-pub(crate) struct Tier {
+/// One node type's or function's tier, holding values of one type.
+struct TypedTier<V> {
     tag: &'static str,
     ttl_ms: u64,
-    entries: Entries,
+    entries: Entries<V>,
     /// The tiers' coarse clock (ms since the epoch), kept by the sweeper, so
     /// that a hit reads no clock.
     clock: Arc<AtomicU64>,
 }
 
+/// A tier, whatever the type of its values: what events and the sweeper need.
+pub(crate) trait Tier: Send + Sync {
+    /// The tag of the node type or function it belongs to.
+    fn tag(&self) -> &'static str;
+    /// Its entries' time to live.
+    fn ttl_ms(&self) -> u64;
+    /// Drop one key.
+    fn remove(&self, key: &str);
+    /// Drop everything.
+    fn clear(&self);
+    /// Drop the entries that expired by `now_ms`.
+    fn drop_expired(&self, now_ms: u64);
+    /// For the typed access of lookups.
+    fn as_any(&self) -> &dyn Any;
+}
+
+impl<V: Send + Sync + 'static> Tier for TypedTier<V> {
+    fn tag(&self) -> &'static str {
+        self.tag
+    }
+    fn ttl_ms(&self) -> u64 {
+        self.ttl_ms
+    }
+    fn remove(&self, key: &str) {
+        self.entries.remove(key);
+    }
+    fn clear(&self) {
+        self.entries.clear();
+    }
+    fn drop_expired(&self, now_ms: u64) {
+        self.entries.retain(|_, held| held.expires_at_ms > now_ms);
+    }
+    fn as_any(&self) -> &dyn Any {
+        self
+    }
+}
+
+/// The most tiers one cache holds: one per node type or function that asks
+/// for one. Past it, further ones go without (and say so once).
+const MAX_TIERS: usize = 64;
+
+/// The tiers, by the address of their `Spec`: append-only slots, so that a
+/// hit finds its tier with a few atomic loads and no lock.
+struct Slots([OnceLock<(usize, Arc<dyn Tier>)>; MAX_TIERS]);
+
+impl Slots {
+    fn iter(&self) -> impl Iterator<Item = &(usize, Arc<dyn Tier>)> {
+        self.0.iter().map_while(OnceLock::get)
+    }
+
+    fn find(&self, id: usize) -> Option<&Arc<dyn Tier>> {
+        self.iter().find(|(i, _)| *i == id).map(|(_, tier)| tier)
+    }
+}
+
 /// What the tiers and their sweeper share.
 struct Shared {
-    tiers: ArcSwap<Vec<(usize, Arc<Tier>)>>,
+    tiers: Slots,
     clock: Arc<AtomicU64>,
 }
 
@@ -111,31 +177,33 @@ pub(crate) struct LocalTiers {
     seq: RwLock<u64>,
     /// Events are flowing (always for the memory store).
     connected: AtomicBool,
+    /// The "too many tiers" warning was given.
+    full_reported: AtomicBool,
 }
 
 impl LocalTiers {
     pub(crate) fn new(connected: bool) -> Self {
         LocalTiers {
             shared: Arc::new(Shared {
-                tiers: ArcSwap::from_pointee(Vec::new()),
+                tiers: Slots(std::array::from_fn(|_| OnceLock::new())),
                 clock: Arc::new(AtomicU64::new(now_ms())),
             }),
             create: Mutex::new(()),
             seq: RwLock::new(0),
             connected: AtomicBool::new(connected),
+            full_reported: AtomicBool::new(false),
         }
     }
 
     /// Look `key` up in the tier of `spec`: the value on a hit; on a miss,
     /// the tier to fill (`Err(Some)`), or `Err(None)` when `spec` has no tier
     /// or the tiers are not in use (events are not flowing).
-    pub(crate) fn get<V: 'static>(
+    pub(crate) fn get<V: Send + Sync + 'static>(
         &self,
         spec: &'static Spec,
         stats: &Arc<Stats>,
         key: &str,
-        clone: fn(&V) -> V,
-    ) -> Result<V, Option<Arc<Tier>>> {
+    ) -> Result<V, Option<Arc<dyn Tier>>> {
         let Some(local) = spec.local else {
             return Err(None);
         };
@@ -143,52 +211,73 @@ impl LocalTiers {
             return Err(None);
         }
         let id = std::ptr::from_ref(spec) as usize;
-        {
-            let tiers = self.shared.tiers.load();
-            if let Some((_, tier)) = tiers.iter().find(|(i, _)| *i == id) {
-                return match tier.get(key, clone) {
-                    Some(value) => Ok(value),
-                    None => Err(Some(tier.clone())),
-                };
-            }
+        if let Some(tier) = self.shared.tiers.find(id) {
+            // Another value type under the same spec: no tier for it.
+            let Some(typed) = tier.as_any().downcast_ref::<TypedTier<V>>() else {
+                return Err(None);
+            };
+            return match typed.get(key) {
+                Some(value) => Ok(value),
+                None => Err(Some(tier.clone())),
+            };
         }
-        Err(Some(self.create(id, spec.tag, local, stats)))
+        Err(self.create::<V>(id, spec.tag, local, stats))
     }
 
     /// The tier of `spec`, made on first use.
     #[cfg(test)]
-    pub(crate) fn tier(&self, spec: &'static Spec, stats: &Arc<Stats>) -> Option<Arc<Tier>> {
-        match self.get::<()>(spec, stats, "", |_| ()) {
-            Ok(()) => None,
+    pub(crate) fn tier<V: Send + Sync + 'static>(
+        &self,
+        spec: &'static Spec,
+        stats: &Arc<Stats>,
+    ) -> Option<Arc<dyn Tier>> {
+        match self.get::<V>(spec, stats, "") {
+            Ok(_) => None,
             Err(tier) => tier,
         }
     }
 
-    fn create(
+    fn create<V: Send + Sync + 'static>(
         &self,
         id: usize,
         tag: &'static str,
         local: LocalSpec,
         stats: &Arc<Stats>,
-    ) -> Arc<Tier> {
+    ) -> Option<Arc<dyn Tier>> {
         let _creating = self.create.lock().unwrap_or_else(PoisonError::into_inner);
-        let tiers = self.shared.tiers.load_full();
-        if let Some((_, tier)) = tiers.iter().find(|(i, _)| *i == id) {
-            return tier.clone();
+        if let Some(tier) = self.shared.tiers.find(id) {
+            return Some(tier.clone());
         }
-        let tier = Arc::new(Tier::new(
+        let Some(slot) = self.shared.tiers.0.iter().find(|slot| slot.get().is_none()) else {
+            if !self.full_reported.swap(true, Ordering::Relaxed) {
+                tracing::warn!(
+                    tag,
+                    max = MAX_TIERS,
+                    "cacheme: too many local tiers in one cache; this one goes without"
+                );
+            }
+            return None;
+        };
+        let first = self.shared.tiers.iter().next().is_none();
+        let capacity = local.capacity.max(1);
+        let tier: Arc<dyn Tier> = Arc::new(TypedTier::<V> {
             tag,
-            local,
-            stats.clone(),
-            self.shared.clock.clone(),
-        ));
-        let mut grown = (*tiers).clone();
-        grown.push((id, tier.clone()));
-        self.shared.tiers.store(Arc::new(grown));
-        if tiers.is_empty() {
+            ttl_ms: local.ttl.as_millis() as u64,
+            entries: Entries::with(
+                usize::try_from(capacity).unwrap_or(usize::MAX),
+                capacity,
+                quick_cache::UnitWeighter,
+                quick_cache::DefaultHashBuilder::default(),
+                CountEvictions(stats.clone()),
+            ),
+            clock: self.shared.clock.clone(),
+        });
+        // Under the creation lock: nobody else fills this slot.
+        let _ = slot.set((id, tier.clone()));
+        if first {
             Sweeper::spawn(Arc::downgrade(&self.shared));
         }
-        tier
+        Some(tier)
     }
 
     /// Whether events are flowing, so that the tiers are in use.
@@ -204,18 +293,23 @@ impl LocalTiers {
     /// Keep `value` under `key` unless an event was applied since `seq`.
     pub(crate) fn insert<V: Send + Sync + 'static>(
         &self,
-        tier: &Tier,
+        tier: &dyn Tier,
         key: &str,
         value: V,
+        clone: fn(&V) -> V,
         seq: u64,
     ) {
+        let Some(typed) = tier.as_any().downcast_ref::<TypedTier<V>>() else {
+            return;
+        };
         let current = self.seq.read().unwrap_or_else(PoisonError::into_inner);
         if *current == seq && self.connected.load(Ordering::Acquire) {
-            let entry = Entry {
-                value: Arc::new(value),
-                expires_at_ms: now_ms() + tier.ttl_ms,
+            let held = Held {
+                value,
+                expires_at_ms: now_ms() + typed.ttl_ms,
+                clone,
             };
-            tier.entries.insert(key.to_owned(), entry);
+            typed.entries.insert(key.to_owned(), held);
         }
     }
 
@@ -224,12 +318,12 @@ impl LocalTiers {
         let mut seq = self.seq.write().unwrap_or_else(PoisonError::into_inner);
         *seq += 1;
         stats.local_invalidation();
-        for (_, tier) in self.shared.tiers.load().iter() {
-            if event.everything || event.tags.iter().any(|t| t == tier.tag) {
-                tier.entries.clear();
+        for (_, tier) in self.shared.tiers.iter() {
+            if event.everything || event.tags.iter().any(|t| t == tier.tag()) {
+                tier.clear();
             } else {
                 for key in &event.keys {
-                    tier.entries.remove(key.as_str());
+                    tier.remove(key);
                 }
             }
         }
@@ -242,38 +336,17 @@ impl LocalTiers {
         let mut seq = self.seq.write().unwrap_or_else(PoisonError::into_inner);
         *seq += 1;
         self.connected.store(connected, Ordering::Release);
-        for (_, tier) in self.shared.tiers.load().iter() {
-            tier.entries.clear();
+        for (_, tier) in self.shared.tiers.iter() {
+            tier.clear();
         }
     }
 }
 
-impl Tier {
-    fn new(tag: &'static str, local: LocalSpec, stats: Arc<Stats>, clock: Arc<AtomicU64>) -> Self {
-        let capacity = local.capacity.max(1);
-        let entries = Entries::with(
-            usize::try_from(capacity).unwrap_or(usize::MAX),
-            capacity,
-            quick_cache::UnitWeighter,
-            quick_cache::DefaultHashBuilder::default(),
-            CountEvictions(stats),
-        );
-        Tier {
-            tag,
-            ttl_ms: local.ttl.as_millis() as u64,
-            entries,
-            clock,
-        }
-    }
-
-    /// A copy of the value under `key`, if there is one of type `V` that has
-    /// not expired.
-    fn get<V: 'static>(&self, key: &str, clone: fn(&V) -> V) -> Option<V> {
-        let entry = self.entries.get(key)?;
-        if entry.expires_at_ms <= self.clock.load(Ordering::Relaxed) {
-            return None;
-        }
-        entry.value.downcast_ref::<V>().map(clone)
+impl<V> TypedTier<V> {
+    /// A copy of the value under `key`, if it has not expired.
+    fn get(&self, key: &str) -> Option<V> {
+        let held = self.entries.get(key)?;
+        (held.expires_at_ms > self.clock.load(Ordering::Relaxed)).then_some(held.value)
     }
 }
 
@@ -296,15 +369,15 @@ impl Sweeper {
         while let Some(shared) = shared.upgrade() {
             let now = now_ms();
             shared.clock.store(now, Ordering::Relaxed);
-            let tiers = shared.tiers.load_full();
+            let tiers: Vec<Arc<dyn Tier>> = shared.tiers.iter().map(|(_, t)| t.clone()).collect();
             // Tick at a tenth of the shortest local ttl, within 10 ms .. 1 s.
-            let shortest = tiers.iter().map(|(_, t)| t.ttl_ms).min().unwrap_or(1000);
+            let shortest = tiers.iter().map(|t| t.ttl_ms()).min().unwrap_or(1000);
             let tick = (shortest / 10).clamp(10, 1000);
             // Drop expired entries about four times per ttl.
             if now.saturating_sub(last_sweep) >= (shortest / 4).max(tick) {
                 last_sweep = now;
-                for (_, tier) in tiers.iter() {
-                    tier.entries.retain(|_, entry| entry.expires_at_ms > now);
+                for tier in &tiers {
+                    tier.drop_expired(now);
                 }
             }
             drop((tiers, shared));
@@ -343,11 +416,22 @@ mod tests {
         assert_eq!(Event::parse(b"\xff garbage"), None);
     }
 
+    /// The tiers, and a lookup of `key` in SPEC's tier of Strings.
+    fn get(tiers: &LocalTiers, stats: &Arc<Stats>, key: &str) -> Option<String> {
+        tiers.get::<String>(&SPEC, stats, key).ok()
+    }
+
+    fn fill(tiers: &LocalTiers, tier: &Arc<dyn Tier>, key: &str, value: &str, seq: u64) {
+        tiers.insert(&**tier, key, value.to_owned(), String::clone, seq);
+    }
+
     #[test]
     fn an_event_during_a_read_keeps_the_old_value_out() {
         let stats = Arc::new(Stats::default());
         let tiers = LocalTiers::new(true);
-        let tier = tiers.tier(&SPEC, &stats).expect("the spec asks for a tier");
+        let tier = tiers
+            .tier::<String>(&SPEC, &stats)
+            .expect("the spec asks for a tier");
         let seq = tiers.seq();
         // The read fetched the old value; meanwhile an event arrives.
         tiers.apply(
@@ -357,22 +441,21 @@ mod tests {
             },
             &stats,
         );
-        tiers.insert(&tier, "k", "old".to_owned(), seq);
-        assert_eq!(tier.get("k", String::clone), None);
+        fill(&tiers, &tier, "k", "old", seq);
+        assert_eq!(get(&tiers, &stats, "k"), None);
         // A read that began after the event may fill.
-        let seq = tiers.seq();
-        tiers.insert(&tier, "k", "new".to_owned(), seq);
-        assert_eq!(tier.get("k", String::clone).as_deref(), Some("new"));
+        fill(&tiers, &tier, "k", "new", tiers.seq());
+        assert_eq!(get(&tiers, &stats, "k").as_deref(), Some("new"));
     }
 
     #[test]
     fn events_remove_keys_tags_or_everything() {
         let stats = Arc::new(Stats::default());
         let tiers = LocalTiers::new(true);
-        let tier = tiers.tier(&SPEC, &stats).expect("tier");
-        let fill = |key: &str| tiers.insert(&tier, key, key.to_owned(), tiers.seq());
-        fill("a");
-        fill("b");
+        let tier = tiers.tier::<String>(&SPEC, &stats).expect("tier");
+        let put = |key: &str| fill(&tiers, &tier, key, key, tiers.seq());
+        put("a");
+        put("b");
         tiers.apply(
             &Event {
                 keys: vec!["a".into()],
@@ -380,8 +463,8 @@ mod tests {
             },
             &stats,
         );
-        assert_eq!(tier.get("a", String::clone), None);
-        assert!(tier.get("b", String::clone).is_some());
+        assert_eq!(get(&tiers, &stats, "a"), None);
+        assert!(get(&tiers, &stats, "b").is_some());
         tiers.apply(
             &Event {
                 tags: vec!["other".into()],
@@ -389,7 +472,7 @@ mod tests {
             },
             &stats,
         );
-        assert!(tier.get("b", String::clone).is_some());
+        assert!(get(&tiers, &stats, "b").is_some());
         tiers.apply(
             &Event {
                 tags: vec!["tag".into()],
@@ -397,8 +480,8 @@ mod tests {
             },
             &stats,
         );
-        assert_eq!(tier.get("b", String::clone), None);
-        fill("c");
+        assert_eq!(get(&tiers, &stats, "b"), None);
+        put("c");
         tiers.apply(
             &Event {
                 everything: true,
@@ -406,7 +489,7 @@ mod tests {
             },
             &stats,
         );
-        assert_eq!(tier.get("c", String::clone), None);
+        assert_eq!(get(&tiers, &stats, "c"), None);
         assert_eq!(stats.snapshot().local_invalidation, 4);
     }
 
@@ -414,21 +497,40 @@ mod tests {
     fn a_lost_subscription_empties_and_disables_the_tiers() {
         let stats = Arc::new(Stats::default());
         let tiers = LocalTiers::new(true);
-        let tier = tiers.tier(&SPEC, &stats).expect("tier");
-        tiers.insert(&tier, "a", "a".to_owned(), tiers.seq());
+        let tier = tiers.tier::<String>(&SPEC, &stats).expect("tier");
+        fill(&tiers, &tier, "a", "a", tiers.seq());
         tiers.set_connected(false);
-        assert_eq!(tier.get("a", String::clone), None);
-        assert!(tiers.tier(&SPEC, &stats).is_none(), "not used while down");
+        assert!(
+            tiers.tier::<String>(&SPEC, &stats).is_none(),
+            "not used while down"
+        );
         tiers.set_connected(true);
-        assert!(tiers.tier(&SPEC, &stats).is_some());
+        assert_eq!(get(&tiers, &stats, "a"), None, "emptied");
+        assert!(tiers.tier::<String>(&SPEC, &stats).is_some());
     }
 
     #[test]
-    fn a_value_of_another_type_is_not_returned() {
+    fn values_of_another_type_have_no_tier() {
         let stats = Arc::new(Stats::default());
         let tiers = LocalTiers::new(true);
-        let tier = tiers.tier(&SPEC, &stats).expect("tier");
-        tiers.insert(&tier, "a", 7u32, tiers.seq());
-        assert_eq!(tier.get("a", String::clone), None);
+        let tier = tiers.tier::<String>(&SPEC, &stats).expect("tier");
+        fill(&tiers, &tier, "a", "a", tiers.seq());
+        assert!(tiers.get::<u32>(&SPEC, &stats, "a").is_err());
+        assert!(tiers.tier::<u32>(&SPEC, &stats).is_none());
+    }
+
+    #[test]
+    fn expired_entries_are_not_served() {
+        let stats = Arc::new(Stats::default());
+        let tiers = LocalTiers::new(true);
+        let tier = tiers.tier::<String>(&SPEC, &stats).expect("tier");
+        fill(&tiers, &tier, "a", "a", tiers.seq());
+        assert!(get(&tiers, &stats, "a").is_some());
+        // The coarse clock passes the entry's expiry (ttl 60 s).
+        tiers
+            .shared
+            .clock
+            .fetch_add(61_000, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(get(&tiers, &stats, "a"), None);
     }
 }

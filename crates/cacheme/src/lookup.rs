@@ -1,6 +1,7 @@
 //! [`Lookup`]: one cached value and how to get it. The entry point that
 //! managers and `#[cacheme]` functions build on.
 
+use std::borrow::Cow;
 use std::future::Future;
 use std::time::Duration;
 
@@ -73,7 +74,9 @@ pub type MissHook<'a> = &'a (dyn Fn(&str) + Sync);
 #[must_use = "a lookup does nothing until `.load(..)` or `.get()` is called"]
 pub struct Lookup<'a, V> {
     pub(crate) cache: Cache,
-    pub(crate) key: String,
+    /// Borrowed when the caller already has it as a `&str`: a hit then
+    /// copies no key.
+    pub(crate) key: Cow<'a, str>,
     pub(crate) spec: &'static Spec,
     pub(crate) ttl: Option<Option<Duration>>,
     pub(crate) stale: Option<bool>,
@@ -90,7 +93,7 @@ pub struct Lookup<'a, V> {
 
 impl Cache {
     /// A lookup of the value under `key` (a cache key, without the prefix).
-    pub fn lookup<'a, V: CacheValue>(&self, key: impl Into<String>) -> Lookup<'a, V> {
+    pub fn lookup<'a, V: CacheValue>(&self, key: impl Into<Cow<'a, str>>) -> Lookup<'a, V> {
         Lookup {
             cache: self.clone(),
             key: key.into(),
@@ -113,7 +116,9 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        self.key = spec.versioned(self.key);
+        if let Some(version) = spec.version {
+            self.key = Cow::Owned(format!("{}@{version}", self.key));
+        }
         self.spec = spec;
         self
     }
@@ -251,7 +256,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     fn detached(&self) -> Lookup<'static, V> {
         Lookup {
             cache: self.cache.clone(),
-            key: self.key.clone(),
+            key: Cow::Owned(self.key.clone().into_owned()),
             spec: self.spec,
             ttl: self.ttl,
             stale: self.stale,

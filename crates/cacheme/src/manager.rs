@@ -9,7 +9,7 @@ use crate::cache::{Cache, global};
 use crate::error::LoadError;
 use crate::invalidation::Invalidation;
 use crate::lookup::Lookup;
-use crate::node::{InvalidKeys, InvalidNode, Node};
+use crate::node::{InvalidNode, Node};
 
 /// The manager of a node type: get, load and invalidate its values.
 ///
@@ -93,13 +93,8 @@ impl<N: Node> Manager<N> {
     /// A [`Lookup`] of `node`'s value: its key, spec and dependency groups.
     /// The building block of the other methods and of `#[cacheme(node = ..)]`.
     pub fn lookup<'a>(&self, node: &N) -> Lookup<'a, N::Value> {
-        let mut groups = InvalidKeys::new();
-        node.invalid_nodes(&mut groups);
-        let mut lookup = self
-            .cache()
-            .lookup(node.key())
-            .spec(N::SPEC)
-            .depends_on(groups);
+        let mut lookup = self.cache().lookup(node.key()).spec(N::SPEC);
+        node.invalid_nodes(&mut lookup.groups);
         lookup.local_clone = N::LOCAL_CLONE;
         lookup
     }
