@@ -33,3 +33,15 @@ faults:
 # last line: `coherence invalidations=1000 p50_ms=.. p99_ms=.. max_ms=.. lost=0`.
 coherence:
     cargo bench --bench coherence
+
+# The zipf trace (200,000 requests, 1,000 tasks, 100 ms loads) for naive
+# cache-aside, the `cached` crate and cacheme, counting Redis commands;
+# last line: `trace impl=cacheme requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. ..`.
+trace:
+    cargo bench --bench trace
+
+# The benchmarks of issue 5 (a few minutes): criterion's remote hit, local hit,
+# miss and invalidation groups (pinned to CPU 0 with their redis-server), the
+# zipf trace when benches/trace.rs exists, then docs/benchmarks.md and its plots.
+bench:
+    ./scripts/bench
