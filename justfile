@@ -29,7 +29,8 @@ herd:
 faults:
     cargo bench --bench faults
 
-# Local tier coherence across two processes (1,000 invalidations);
+# Local tier coherence across two processes (1,000 invalidations), after the
+# same for RESP3 client-side caching (`coherence impl=redis_tracking ..`);
 # last line: `coherence invalidations=1000 p50_ms=.. p99_ms=.. max_ms=.. lost=0`.
 coherence:
     cargo bench --bench coherence

@@ -20,6 +20,9 @@
 //!   (which clones the value out, as the tier does). `*_key_built` rows get
 //!   the key ready-made; `*_format_key` rows build it from the id with
 //!   `format!` (the manager always does). Target: ≤ 1.5× quick_cache's `get`.
+//!   For reference, the alternative design: `redis_tracking_get_decode`, a
+//!   `GET` answered from redis-rs's RESP3 client-side cache (`cache-aio`,
+//!   `CLIENT TRACKING`) plus decoding the bytes.
 //! - `miss_fill`: a cold key each iteration, the loader returning at once:
 //!   cacheme's `load` (read, lease, fill) against naive cache-aside (GET
 //!   miss, then SET of the same envelope with the same TTL).
@@ -50,6 +53,7 @@ use cacheme_test_support::RedisServer;
 use criterion::{Criterion, SamplingMode};
 use redis::AsyncCommands;
 use redis::aio::MultiplexedConnection;
+use redis::caching::CacheConfig;
 use serde::{Deserialize, Serialize};
 
 /// A realistic cached row: ten fields, about 200 bytes as cacheme stores it.
@@ -213,6 +217,8 @@ type Benches = fn(&Bench, &mut Group<'_>);
 struct Bench {
     rt: tokio::runtime::Runtime,
     conn: MultiplexedConnection,
+    /// The server's URL.
+    url: String,
     /// `cargo bench` (not criterion's test mode under `cargo test`).
     full: bool,
 }
@@ -465,8 +471,50 @@ fn local_hit(bench: &Bench, group: &mut Group<'_>) {
                 .expect("hit")
         })
     });
+    tracked_hit(bench, group, &format!("CM:{{{key}}}"));
     assert_no_loads(loads, "local_hit");
     assert!(c.stats().local_hit > local_hits, "no local hits counted");
+}
+
+/// The alternative to cacheme's tier that issue 6 asks to measure: Redis's
+/// server-assisted client-side caching (RESP3 `CLIENT TRACKING`), as redis-rs
+/// offers it (`cache-aio`). A `GET` of a tracked key is answered from the
+/// connection's own cache, and the bytes still have to be decoded.
+fn tracked_hit(bench: &Bench, group: &mut Group<'_>, redis_key: &str) {
+    let rt = &bench.rt;
+    let client = redis::Client::open(format!("{}?protocol=resp3", bench.url)).expect("url");
+    let config = redis::AsyncConnectionConfig::new().set_cache_config(CacheConfig::new());
+    let tracked = rt.block_on(async {
+        let mut conn = client
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .expect("RESP3 connection with client-side caching");
+        for _ in 0..2 {
+            let bytes: Vec<u8> = conn.get(redis_key).await.expect("GET");
+            assert!(!bytes.is_empty(), "the local node's value is in Redis");
+        }
+        conn
+    });
+    let stats = || tracked.get_cache_statistics().expect("caching is on");
+    assert!(
+        stats().hit >= 1,
+        "the second GET was not served from the client cache"
+    );
+    let misses = stats().miss;
+    group.bench_function("redis_tracking_get_decode", |b| {
+        b.to_async(rt).iter(|| {
+            let mut conn = tracked.clone();
+            async move {
+                let bytes: Vec<u8> = conn.get(black_box(redis_key)).await.expect("GET");
+                let value: Profile = Envelope::parse(&bytes)
+                    .expect("envelope")
+                    .decode()
+                    .expect("decode");
+                value
+            }
+        })
+    });
+    assert_eq!(stats().miss, misses, "a tracked GET went to Redis");
 }
 
 // -------------------------------------------------------------- miss fill --
@@ -531,7 +579,7 @@ async fn write_bulk(conn: &mut MultiplexedConnection, count: u64) {
 }
 
 fn invalidate(bench: &Bench, group: &mut Group<'_>) {
-    let Bench { rt, conn, full } = bench;
+    let Bench { rt, conn, full, .. } = bench;
     let c = cache();
     rt.block_on(async {
         c.lookup::<Profile>("inv:one")
@@ -625,7 +673,12 @@ fn main() {
             .await
             .expect("multiplexed connection")
     });
-    let bench = Bench { rt, conn, full };
+    let bench = Bench {
+        rt,
+        conn,
+        url: server.url(),
+        full,
+    };
 
     let mut criterion = Criterion::default()
         .warm_up_time(Duration::from_secs(1))
