@@ -34,6 +34,35 @@ fn redis_cache(server: &RedisServer) -> Cache {
         .expect("cache")
 }
 
+/// What a spawned `load` of a `String` returns.
+type Loading<E> = tokio::task::JoinHandle<Result<String, LoadError<E>>>;
+
+/// Load `key` through `cache` in a task, with `gate` as the loader.
+fn spawn_gated_load(
+    cache: &Cache,
+    key: &'static str,
+    gate: &GatedLoader,
+    value: &str,
+) -> Loading<Infallible> {
+    let (cache, gate, value) = (cache.clone(), gate.clone(), value.to_owned());
+    tokio::spawn(async move { cache.lookup::<String>(key).load(|| gate.load(value)).await })
+}
+
+/// Load `key` through `cache` in a task, with a loader that returns `value` at once.
+fn spawn_load<E: Send + Sync + 'static>(
+    cache: &Cache,
+    key: &'static str,
+    value: &str,
+) -> Loading<E> {
+    let (cache, value) = (cache.clone(), value.to_owned());
+    tokio::spawn(async move {
+        cache
+            .lookup::<String>(key)
+            .load(|| async { Ok::<_, E>(value) })
+            .await
+    })
+}
+
 /// A loader that waits at a gate before returning `value`, counting its runs.
 #[derive(Clone, Default)]
 struct GatedLoader {
@@ -146,15 +175,7 @@ on_both_stores! {
             })
         };
         gate.started.notified().await;
-        let waiter = {
-            let cache = fx.cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .lookup::<String>("failing")
-                    .load(|| async { Ok::<_, std::io::Error>("never runs".to_owned()) })
-                    .await
-            })
-        };
+        let waiter = spawn_load::<std::io::Error>(&fx.cache, "failing", "never runs");
         eventually("the waiter joined", || fx.cache.stats().coalesced == 1).await;
         gate.gate.notify_one();
         let leader_error = leader.await.expect("task").expect_err("the loader failed");
@@ -281,23 +302,9 @@ async fn one_load_across_processes_and_waiters_are_woken() {
         s.herd_interval = Duration::from_secs(10);
     });
     let gate = GatedLoader::default();
-    let first = {
-        let (a, gate) = (a.clone(), gate.clone());
-        tokio::spawn(async move {
-            a.lookup::<String>("cold")
-                .load(|| gate.load("A".to_owned()))
-                .await
-        })
-    };
+    let first = spawn_gated_load(&a, "cold", &gate, "A");
     gate.started.notified().await;
-    let second = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.lookup::<String>("cold")
-                .load(|| async { Ok::<_, Infallible>("B".to_owned()) })
-                .await
-        })
-    };
+    let second = spawn_load::<Infallible>(&b, "cold", "B");
     eventually("B waits for A's load", || b.stats().wait == 1).await;
     gate.gate.notify_one();
     assert_eq!(first.await.expect("task").expect("load"), "A");
@@ -323,23 +330,9 @@ async fn a_long_load_keeps_its_lease() {
         s.herd_interval = Duration::from_millis(100);
     });
     let gate = GatedLoader::default();
-    let first = {
-        let (a, gate) = (a.clone(), gate.clone());
-        tokio::spawn(async move {
-            a.lookup::<String>("long")
-                .load(|| gate.load("A".to_owned()))
-                .await
-        })
-    };
+    let first = spawn_gated_load(&a, "long", &gate, "A");
     gate.started.notified().await;
-    let second = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.lookup::<String>("long")
-                .load(|| async { Ok::<_, Infallible>("B".to_owned()) })
-                .await
-        })
-    };
+    let second = spawn_load::<Infallible>(&b, "long", "B");
     // Three lease lifetimes pass while A loads.
     tokio::time::sleep(Duration::from_millis(900)).await;
     gate.gate.notify_one();
@@ -372,14 +365,7 @@ async fn a_failed_load_releases_its_lease_and_wakes_others() {
         })
     };
     gate.started.notified().await;
-    let second = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.lookup::<String>("flaky")
-                .load(|| async { Ok::<_, std::io::Error>("B".to_owned()) })
-                .await
-        })
-    };
+    let second = spawn_load::<std::io::Error>(&b, "flaky", "B");
     eventually("B waits", || b.stats().wait == 1).await;
     gate.gate.notify_one();
     assert!(first.await.expect("task").is_err());
@@ -409,14 +395,7 @@ async fn stale_readers_do_not_wait_for_the_refresh() {
         .await
         .expect("invalidation");
     let gate = GatedLoader::default();
-    let refresh = {
-        let (a, gate) = (a.clone(), gate.clone());
-        tokio::spawn(async move {
-            a.lookup::<String>("page")
-                .load(|| gate.load("v2".to_owned()))
-                .await
-        })
-    };
+    let refresh = spawn_gated_load(&a, "page", &gate, "v2");
     gate.started.notified().await;
     // A holds the refresh lease; B is served the stale value without waiting.
     let served = b
