@@ -6,7 +6,7 @@
 demo:
     ./scripts/demo
 
-# Run every check and test (fmt, clippy, tests, doc tests); prints `test: ok`.
+# Run every check and test (fmt, clippy, tests, doc tests, rustdoc); prints `test: ok`.
 test *args:
     ./scripts/test {{args}}
 
