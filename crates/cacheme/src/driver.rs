@@ -45,12 +45,36 @@ pub(crate) struct Led<V, E, F> {
     fresh: bool,
 }
 
-/// The async driver: the local tier, then the store through the in-process
-/// flight for the key.
+/// Where a call goes before any store I/O.
+pub(crate) enum Before<V> {
+    /// Served from the local tier.
+    Served(V),
+    /// The cache is left out of this call: run the loader, store nothing.
+    Bypass,
+    /// To the store; with the local tier to fill afterwards, if one is used.
+    Store(Option<LocalUse<V>>),
+}
+
+/// The part of a call that needs no I/O, shared by both drivers: the
+/// enabled and skip checks, then the local tier. A local hit ends here,
+/// without entering the store's (much larger) future.
+pub(crate) fn before_store<V: CacheValue>(lookup: &Lookup<'_, V>) -> Before<V> {
+    if bypass(lookup) {
+        return Before::Bypass;
+    }
+    match LocalUse::check(lookup, &lookup.cache.inner) {
+        Ok(value) => Before::Served(value),
+        Err(local) => Before::Store(local),
+    }
+}
+
+/// The async driver, after [`before_store`] sent the call to the store:
+/// through the in-process flight for the key, then the local tier's fill.
 pub(crate) async fn load_async<V, F, Fut, E>(
     lookup: &Lookup<'_, V>,
     loader: F,
     detached: bool,
+    local: Option<LocalUse<V>>,
 ) -> Led<V, E, F>
 where
     V: CacheValue,
@@ -59,13 +83,6 @@ where
     E: Send + Sync + 'static,
 {
     let inner = &lookup.cache.inner;
-    if bypass(lookup) {
-        return Led::plain(loader().await.map_err(LoadError::Own));
-    }
-    let local = match LocalUse::check(lookup, inner) {
-        Ok(value) => return Led::plain(Ok(value)),
-        Err(local) => local,
-    };
     // The store's timers and connection need a tokio runtime.
     if tokio::runtime::Handle::try_current().is_err() {
         return Led::plain(loader().await.map_err(LoadError::Own));
@@ -264,20 +281,17 @@ async fn renewing_lease<T>(
 }
 
 /// The blocking driver: the same as [`load_async`], without `.await`.
-pub(crate) fn load_blocking<V, F, E>(lookup: &Lookup<'_, V>, loader: F) -> Result<V, LoadError<E>>
+pub(crate) fn load_blocking<V, F, E>(
+    lookup: &Lookup<'_, V>,
+    loader: F,
+    local: Option<LocalUse<V>>,
+) -> Result<V, LoadError<E>>
 where
     V: CacheValue,
     F: FnOnce() -> Result<V, E>,
     E: Send + Sync + 'static,
 {
     let inner = &lookup.cache.inner;
-    if bypass(lookup) {
-        return loader().map_err(LoadError::Own);
-    }
-    let local = match LocalUse::check(lookup, inner) {
-        Ok(value) => return Ok(value),
-        Err(local) => local,
-    };
     let (result, fresh) = load_remote_blocking(lookup, inner, loader);
     if let (Some(local), Ok(value)) = (local, &result)
         && fresh

@@ -9,10 +9,11 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::cache::Cache;
+use crate::driver::{self, Before};
 use crate::error::LoadError;
 use crate::node::{IntoInvalidKeys, InvalidKeys};
 use crate::spec::{Kind, Registration, Spec};
-use crate::{driver, storage};
+use crate::storage;
 
 /// A type that can be cached: serde both ways, shareable across threads.
 #[diagnostic::on_unimplemented(
@@ -217,7 +218,12 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         Fut: Future<Output = Result<V, E>>,
         E: Send + Sync + 'static,
     {
-        driver::load_async(&self, loader, false).await.result
+        let local = match driver::before_store(&self) {
+            Before::Served(value) => return Ok(value),
+            Before::Bypass => return loader().await.map_err(LoadError::Own),
+            Before::Store(local) => local,
+        };
+        driver::load_async(&self, loader, false, local).await.result
     }
 
     /// [`load`](Self::load), but when the value needs a refresh (it is stale
@@ -245,7 +251,12 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         Fut: Future<Output = Result<V, E>> + Send + 'static,
         E: Send + Sync + 'static,
     {
-        let led = driver::load_async(&self, loader, true).await;
+        let local = match driver::before_store(&self) {
+            Before::Served(value) => return Ok(value),
+            Before::Bypass => return loader().await.map_err(LoadError::Own),
+            Before::Store(local) => local,
+        };
+        let led = driver::load_async(&self, loader, true, local).await;
         if let Some(loader) = led.refresh_with {
             tokio::spawn(driver::refresh_async(self.detached(), loader));
         }
@@ -277,7 +288,11 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         F: FnOnce() -> Result<V, E>,
         E: Send + Sync + 'static,
     {
-        driver::load_blocking(&self, loader)
+        match driver::before_store(&self) {
+            Before::Served(value) => Ok(value),
+            Before::Bypass => loader().map_err(LoadError::Own),
+            Before::Store(local) => driver::load_blocking(&self, loader, local),
+        }
     }
 
     /// The cached value, if there is one this caller may be served (fresh,

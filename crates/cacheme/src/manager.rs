@@ -93,7 +93,13 @@ impl<N: Node> Manager<N> {
     /// A [`Lookup`] of `node`'s value: its key, spec and dependency groups.
     /// The building block of the other methods and of `#[cacheme(node = ..)]`.
     pub fn lookup<'a>(&self, node: &N) -> Lookup<'a, N::Value> {
-        let mut lookup = self.cache().lookup(node.key()).spec(N::SPEC);
+        // `Cache::lookup` takes its own handle: borrow ours rather than
+        // cloning it first (one reference-count round trip less per call).
+        let mut lookup = match &self.cache {
+            Some(cache) => cache.lookup(node.key()),
+            None => global().lookup(node.key()),
+        }
+        .spec(N::SPEC);
         node.invalid_nodes(&mut lookup.groups);
         lookup.local_clone = N::LOCAL_CLONE;
         lookup
