@@ -8,6 +8,7 @@
 
 use std::any::Any;
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
@@ -62,10 +63,13 @@ impl Flight {
     }
 }
 
-/// The flights in progress, by value key.
+/// The flights in progress, by value key. Every read that reaches the store
+/// joins and leaves this map, so it hashes with foldhash (randomly seeded per
+/// process, as quick_cache's local tiers are) rather than SipHash, and each
+/// key is allocated once, shared by the map and the leader.
 #[derive(Default)]
 pub(crate) struct Flights {
-    flights: Mutex<HashMap<String, Arc<Flight>>>,
+    flights: Mutex<HashMap<Arc<str>, Arc<Flight>, foldhash::fast::RandomState>>,
 }
 
 /// Whether this caller leads the flight or waits for it.
@@ -79,7 +83,7 @@ pub(crate) enum Join<'a> {
 /// The leader's duty to hand over an outcome.
 pub(crate) struct Leader<'a> {
     flights: &'a Flights,
-    key: String,
+    key: Arc<str>,
     flight: Arc<Flight>,
     finished: bool,
 }
@@ -87,19 +91,25 @@ pub(crate) struct Leader<'a> {
 impl Flights {
     /// Join the flight for `key`, or start it.
     pub(crate) fn join(&self, key: &str) -> Join<'_> {
+        let key: Arc<str> = Arc::from(key);
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(flight) = flights.get(key) {
-            flight.waiters.fetch_add(1, Ordering::Release);
-            return Join::Waiter(flight.clone());
+        match flights.entry(key) {
+            Entry::Occupied(entry) => {
+                let flight = entry.get();
+                flight.waiters.fetch_add(1, Ordering::Release);
+                Join::Waiter(flight.clone())
+            }
+            Entry::Vacant(entry) => {
+                let key = entry.key().clone();
+                let flight = entry.insert(Arc::new(Flight::default())).clone();
+                Join::Leader(Leader {
+                    flights: self,
+                    key,
+                    flight,
+                    finished: false,
+                })
+            }
         }
-        let flight = Arc::new(Flight::default());
-        flights.insert(key.to_owned(), flight.clone());
-        Join::Leader(Leader {
-            flights: self,
-            key: key.to_owned(),
-            flight,
-            finished: false,
-        })
     }
 
     /// Detach the flight for `key` (after an invalidation) so that later
@@ -131,11 +141,10 @@ impl Leader<'_> {
             .flights
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if flights
-            .get(&self.key)
-            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
+        if let Entry::Occupied(entry) = flights.entry(self.key.clone())
+            && Arc::ptr_eq(entry.get(), &self.flight)
         {
-            flights.remove(&self.key);
+            entry.remove();
         }
     }
 }

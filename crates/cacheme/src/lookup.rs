@@ -220,7 +220,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     {
         let local = match driver::before_store(&self) {
             Before::Served(value) => return Ok(value),
-            Before::Bypass => return loader().await.map_err(LoadError::Own),
+            Before::Bypass => return Box::pin(loader()).await.map_err(LoadError::Own),
             Before::Store(local) => local,
         };
         driver::load_async(&self, loader, false, local).await.result
@@ -253,7 +253,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     {
         let local = match driver::before_store(&self) {
             Before::Served(value) => return Ok(value),
-            Before::Bypass => return loader().await.map_err(LoadError::Own),
+            Before::Bypass => return Box::pin(loader()).await.map_err(LoadError::Own),
             Before::Store(local) => local,
         };
         let led = driver::load_async(&self, loader, true, local).await;

@@ -560,7 +560,11 @@ impl Backend {
             Backend::Memory(store) => Ok(apply(store, op, report)),
             Backend::Redis(store) => {
                 let admission = admit::<O>(store, report)?;
-                let result = store.run(op, report.timeout).await;
+                // Boxed: a Redis request's future (its command, connection,
+                // reply and timer) is half a KB, inline in every future that
+                // awaits an op; a small allocation is cheaper than carrying
+                // it (and copying it) through the protocol's futures.
+                let result = Box::pin(store.run(op, report.timeout)).await;
                 record(store, admission, result, report)
             }
         }

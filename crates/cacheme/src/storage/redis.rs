@@ -246,8 +246,10 @@ impl RedisStore {
             let mut reply = send_async(&mut conn, &request).await;
             if reply.as_ref().is_err_and(is_noscript) {
                 // The server lost its scripts (restarted, flushed): send this
-                // request's scripts by body, which loads them again.
-                reply = send_async(&mut conn, &op.request(&self.context(true))).await;
+                // request's scripts by body, which loads them again. Boxed,
+                // so that this rare path does not grow every request's future.
+                let by_body = op.request(&self.context(true));
+                reply = Box::pin(send_async(&mut conn, &by_body)).await;
             }
             if let Err(error) = &reply {
                 self.forget_async_connection(error);
@@ -291,16 +293,10 @@ impl RedisStore {
                 if let Some(conn) = current.load_full() {
                     return Ok(AsyncConnection::Multiplexed((*conn).clone()));
                 }
-                let conn = pool.get().await.map_err(|e| {
-                    RedisError::from((
-                        redis::ErrorKind::Io,
-                        "cannot take a connection from the deadpool pool",
-                        e.to_string(),
-                    ))
-                })?;
-                let conn = deadpool_redis::Connection::take(conn);
-                current.store(Some(std::sync::Arc::new(conn.clone())));
-                Ok(AsyncConnection::Multiplexed(conn))
+                // Boxed: deadpool's `get` is a future of several KB, and
+                // inline it would grow every request's future (and the copy
+                // of it that every remote read makes) for a rare slow path.
+                Box::pin(take_from_pool(pool, current)).await
             }
         }
     }
@@ -371,6 +367,24 @@ async fn send_async(conn: &mut AsyncConnection, request: &Request) -> RedisResul
         #[cfg(feature = "deadpool")]
         AsyncConnection::Multiplexed(multiplexed) => send(multiplexed, request).await,
     }
+}
+
+/// Take a connection out of the application's pool, detach it and keep it.
+#[cfg(feature = "deadpool")]
+async fn take_from_pool(
+    pool: &deadpool_redis::Pool,
+    current: &arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+) -> RedisResult<AsyncConnection> {
+    let conn = pool.get().await.map_err(|e| {
+        RedisError::from((
+            redis::ErrorKind::Io,
+            "cannot take a connection from the deadpool pool",
+            e.to_string(),
+        ))
+    })?;
+    let conn = deadpool_redis::Connection::take(conn);
+    current.store(Some(std::sync::Arc::new(conn.clone())));
+    Ok(AsyncConnection::Multiplexed(conn))
 }
 
 fn send_blocking(conn: &mut redis::Connection, request: &Request) -> RedisResult<Value> {
