@@ -1065,19 +1065,20 @@ fn report() -> std::result::Result<PathBuf, String> {
 const READING_THE_MISSES: &str = "
 ## Reading the misses
 
-- **Remote hit, 1.05–1.07× the floor in the interleaved check (target
-  1.04×; criterion's one-after-another medians move more when the machine is
-  busy).** A cacheme hit is still
-  one `GET`; the extra ≈ 1 µs is client CPU around it, measured with callgrind
-  (the floor runs ≈ 18k instructions per call): the in-process singleflight
-  that lets concurrent callers of a key share one read (a map insert and
-  remove under a mutex, an `Arc`), the per-operation timeout timer, the
-  `ConnectionManager` indirection, the store-key string and the stats. Each
-  buys something (coalesced reads, a bounded wait when Redis hangs, automatic
-  reconnection). `cached` comes out below the floor here because it stores
-  positional MessagePack (126 bytes, no field names) where cacheme keeps field
-  names (196 bytes) so that a changed struct is detected instead of misread;
-  it has no herd protection, leases or invalidation.
+- **Remote hit, at the target in the interleaved check (1.035–1.040×),
+  around it in criterion's one-after-another medians (1.03–1.06×, which
+  move with whatever else the machine is doing).** A cacheme hit is one
+  `GET`. What remains on top is client CPU, counted with callgrind:
+  ≈ 22.8k user-space instructions per hit against the floor's ≈ 18.2k
+  (the in-process singleflight entry that lets concurrent callers share one
+  read, the protocol's future, the per-operation timeout timer, the
+  `ConnectionManager` indirection, the store-key string, stats). It was
+  35k, and 1.05–1.06×, until the protocol's future, allocated by every
+  remote read, was cut from 8.6 KB to under 1 KB (a unit test keeps it
+  there). `cached` comes out near the floor because it stores positional
+  MessagePack (126 bytes, no field names) where cacheme keeps field names
+  (196 bytes) so that a changed struct is detected instead of misread; it
+  has no herd protection, leases or invalidation.
 - **Local hit, ≈ 1.5× quick_cache's own `get` with the key built from the
   id (the manager's way), ≈ 1.7× with a ready-made key.** The tier is
   quick_cache; the rest is the `Lookup` itself (building it, the async
