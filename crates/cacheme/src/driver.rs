@@ -4,7 +4,8 @@
 //! do it (a store op, a wait, the loader), feed the result back. Everything
 //! that is not I/O (building ops, reading replies, hooks, stats, the
 //! in-process flight) lives in [`Run`], shared by both; the drivers only
-//! differ in `.await`.
+//! differ in `.await`. What needs no I/O at all (the enabled and skip
+//! checks, the local tier) runs first, in [`before_store`].
 
 use std::cell::OnceCell;
 use std::future::Future;
