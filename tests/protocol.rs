@@ -34,6 +34,15 @@ fn redis_cache(server: &RedisServer) -> Cache {
         .expect("cache")
 }
 
+/// Waiters of `cache` wait one 10 s interval: if they were not woken, they
+/// would wait it out (and `woken` would stay 0).
+fn only_woken_waiters(cache: &Cache) {
+    cache.update_settings(|s| {
+        s.herd_retries = 1;
+        s.herd_interval = Duration::from_secs(10);
+    });
+}
+
 /// What a spawned `load` of a `String` returns.
 type Loading<E> = tokio::task::JoinHandle<Result<String, LoadError<E>>>;
 
@@ -295,12 +304,7 @@ async fn one_load_across_processes_and_waiters_are_woken() {
     let server = RedisServer::start();
     let a = redis_cache(&server);
     let b = redis_cache(&server);
-    // A 10 s interval: if the waiter were not woken, it would wait it out
-    // (and `woken` would stay 0).
-    b.update_settings(|s| {
-        s.herd_retries = 1;
-        s.herd_interval = Duration::from_secs(10);
-    });
+    only_woken_waiters(&b);
     let gate = GatedLoader::default();
     let first = spawn_gated_load(&a, "cold", &gate, "A");
     gate.started.notified().await;
@@ -348,10 +352,7 @@ async fn a_failed_load_releases_its_lease_and_wakes_others() {
     let server = RedisServer::start();
     let a = redis_cache(&server);
     let b = redis_cache(&server);
-    b.update_settings(|s| {
-        s.herd_retries = 1;
-        s.herd_interval = Duration::from_secs(10);
-    });
+    only_woken_waiters(&b);
     let gate = GatedLoader::default();
     let first = {
         let (a, gate) = (a.clone(), gate.clone());

@@ -141,10 +141,14 @@ impl Leader<'_> {
             .flights
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
-        if let Entry::Occupied(entry) = flights.entry(self.key.clone())
-            && Arc::ptr_eq(entry.get(), &self.flight)
+        // By `&str`: two cheap hashes rather than an `Arc` clone (two atomic
+        // read-modify-writes) for the entry API, on every read's way out.
+        let key: &str = &self.key;
+        if flights
+            .get(key)
+            .is_some_and(|current| Arc::ptr_eq(current, &self.flight))
         {
-            entry.remove();
+            flights.remove(key);
         }
     }
 }
