@@ -624,7 +624,7 @@ fn invalidate(bench: &Bench, group: &mut Group<'_>) {
     });
 
     let count: u64 = if *full { 100_000 } else { 1_000 };
-    assert_eq!(BulkProfile::SPEC.tag, "bulk");
+    assert_eq!(BulkProfile::SPEC.tag(), "bulk");
     group.sample_size(10);
     group.sampling_mode(SamplingMode::Flat);
     group.warm_up_time(Duration::from_millis(1));

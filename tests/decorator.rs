@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cacheme::{Cache, Kind, cacheme};
+use cacheme::{Cache, cacheme};
 use decorated::*;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -328,11 +328,11 @@ async fn invalid_all_keys_for_tag() {
         .find(|tag| tag.name() == "cats")
         .expect("the tag `cats` is registered");
     let spec = tag.specs()[0];
-    assert_eq!(spec.kind, Kind::Function);
+    assert!(spec.is_function());
     assert!(
-        spec.name.ends_with("decorator::tagged_cat"),
+        spec.name().ends_with("decorator::tagged_cat"),
         "{}",
-        spec.name
+        spec.name()
     );
 
     // "Invalid will delete keys directly, no stale data."

@@ -8,7 +8,7 @@ mod decorated;
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
-use cacheme::{Cache, Kind, cacheme};
+use cacheme::{Cache, cacheme};
 use decorated::*;
 use serde::Serialize;
 
@@ -311,7 +311,7 @@ fn invalid_all_keys_for_tag() {
     assert_eq!(cats.loads.get(), 2);
     let tag = cats.cache.tag("blocking_cats");
     assert_eq!(tag.specs().len(), 1);
-    assert_eq!(tag.specs()[0].kind, Kind::Function);
+    assert!(tag.specs()[0].is_function());
     assert_eq!(tag.invalid_blocking().expect("tag"), 2);
     assert!(stored_keys(&cats.cache).is_empty());
     cats.tagged_cat(&cat(1, "Tom"));

@@ -32,7 +32,7 @@ on_both_stores! {
         }
         let cats_tag = cacheme::tag("cats");
         assert_eq!(cats_tag.specs().len(), 1);
-        assert_eq!(cats_tag.specs()[0].name, "OwnedCatNode");
+        assert_eq!(cats_tag.specs()[0].name(), "OwnedCatNode");
 
         let owned = fx.cache.objects::<OwnedCatNode>();
         for id in 0..4 {

@@ -719,41 +719,29 @@ impl SpecPlan {
         } = self;
         let path = format!("::{name}");
         let new = quote! {
-            ::cacheme::Spec::new(
-                ::core::concat!(::core::module_path!(), #path),
-                #tag,
-                ::cacheme::Kind::Function,
-            )
+            ::cacheme::Spec::function(::core::concat!(::core::module_path!(), #path))
+                .with_tag(#tag)
         };
         let mut fields = Vec::new();
         if let Some(ttl) = ttl {
             let duration = duration(*ttl);
-            fields.push(quote!(ttl: ::core::option::Option::Some(#duration),));
+            fields.push(quote!(.with_ttl(#duration)));
         }
         if let Some(stale) = stale {
-            fields.push(quote!(stale: ::core::option::Option::Some(#stale),));
+            fields.push(quote!(.with_stale(#stale)));
         }
         if let Some((local_ttl, capacity)) = local {
             let local_ttl = match local_ttl {
                 Some(millis) => duration(*millis),
-                None => quote!(::cacheme::LocalSpec::DEFAULT.ttl),
+                None => quote!(::cacheme::LocalSpec::DEFAULT.ttl()),
             };
             let capacity = match capacity {
                 Some(capacity) => quote!(#capacity),
-                None => quote!(::cacheme::LocalSpec::DEFAULT.capacity),
+                None => quote!(::cacheme::LocalSpec::DEFAULT.capacity()),
             };
-            fields.push(quote! {
-                local: ::core::option::Option::Some(::cacheme::LocalSpec {
-                    ttl: #local_ttl,
-                    capacity: #capacity,
-                }),
-            });
+            fields.push(quote!(.with_local(::cacheme::LocalSpec::new(#local_ttl, #capacity))));
         }
-        let value = if fields.is_empty() {
-            new
-        } else {
-            quote!(::cacheme::Spec { #(#fields)* ..#new })
-        };
+        let value = quote!(#new #(#fields)*);
         let sources = sources.iter().map(|path| {
             let source_name = path.to_token_stream().to_string().replace(' ', "");
             quote! {
@@ -768,7 +756,7 @@ impl SpecPlan {
             let #spec = {
                 static SPEC: ::cacheme::Spec = #value;
                 ::cacheme::__private::inventory::submit! {
-                    ::cacheme::Registration::new(&SPEC)
+                    ::cacheme::__private::Registration::new(&SPEC)
                 }
                 #(#sources)*
                 &SPEC

@@ -28,10 +28,13 @@ pub(crate) fn node(input: &DeriveInput) -> syn::Result<TokenStream> {
     let name = ident.unraw().to_string();
     let tag = args.tag.unwrap_or_else(|| name.clone());
     let value = &args.value;
-    let ttl = option(args.ttl.map(duration));
-    let stale = option(args.stale.map(|stale| quote!(#stale)));
-    let version = option(args.version.map(|version| quote!(#version)));
-    let refresh_after = option(args.refresh_after.map(duration));
+    let ttl = args.ttl.map(duration).map(|ttl| quote!(.with_ttl(#ttl)));
+    let stale = args.stale.map(|stale| quote!(.with_stale(#stale)));
+    let version = args.version.map(|version| quote!(.with_version(#version)));
+    let refresh_after = args
+        .refresh_after
+        .map(duration)
+        .map(|age| quote!(.with_refresh_after(#age)));
     let invalid_nodes = args.invalid_nodes.map(|path| {
         // Spanned on the method's name: a return type that is not
         // `IntoInvalidKeys` is reported there.
@@ -69,36 +72,33 @@ pub(crate) fn node(input: &DeriveInput) -> syn::Result<TokenStream> {
     let local = (args.local_ttl.is_some() || args.local_capacity.is_some()).then(|| {
         let ttl = match args.local_ttl {
             Some(millis) => duration(millis),
-            None => quote!(::cacheme::LocalSpec::DEFAULT.ttl),
+            None => quote!(::cacheme::LocalSpec::DEFAULT.ttl()),
         };
         let capacity = match args.local_capacity {
             Some(capacity) => quote!(#capacity),
-            None => quote!(::cacheme::LocalSpec::DEFAULT.capacity),
+            None => quote!(::cacheme::LocalSpec::DEFAULT.capacity()),
         };
-        quote!(::cacheme::LocalSpec { ttl: #ttl, capacity: #capacity })
+        quote!(::cacheme::LocalSpec::new(#ttl, #capacity))
     });
     let local_clone = local.is_some().then(|| {
         quote_spanned! {value.span()=>
-            const LOCAL_CLONE: ::core::option::Option<::cacheme::CloneFn<Self::Value>> =
+            const LOCAL_CLONE: ::core::option::Option<::cacheme::__private::CloneFn<Self::Value>> =
                 ::core::option::Option::Some(::cacheme::__private::local_clone::<#value>);
         }
     });
-    let local = option(local);
+    let local = local.map(|local| quote!(.with_local(#local)));
     let from = from_impl(input, &fields);
     Ok(quote! {
         impl ::cacheme::Node for #ident {
             type Value = #value;
 
-            const SPEC: &'static ::cacheme::Spec = &::cacheme::Spec {
-                name: #name,
-                tag: #tag,
-                kind: ::cacheme::Kind::Node,
-                ttl: #ttl,
-                stale: #stale,
-                version: #version,
-                refresh_after: #refresh_after,
-                local: #local,
-            };
+            const SPEC: &'static ::cacheme::Spec = &::cacheme::Spec::node(#name)
+                .with_tag(#tag)
+                #ttl
+                #stale
+                #version
+                #refresh_after
+                #local;
             #local_clone
 
             #key
@@ -110,7 +110,7 @@ pub(crate) fn node(input: &DeriveInput) -> syn::Result<TokenStream> {
         #from
 
         ::cacheme::__private::inventory::submit! {
-            ::cacheme::Registration::new(<#ident as ::cacheme::Node>::SPEC)
+            ::cacheme::__private::Registration::new(<#ident as ::cacheme::Node>::SPEC)
         }
     })
 }
@@ -310,12 +310,5 @@ fn duration(Millis(millis): Millis) -> TokenStream {
     } else {
         let millis = Literal::u64_unsuffixed(millis);
         quote!(::core::time::Duration::from_millis(#millis))
-    }
-}
-
-fn option(value: Option<TokenStream>) -> TokenStream {
-    match value {
-        Some(value) => quote!(::core::option::Option::Some(#value)),
-        None => quote!(::core::option::Option::None),
     }
 }

@@ -50,8 +50,8 @@
 //!
 //! let node = CatNode { id: 1, owner: 7 };
 //! assert_eq!(node.key(), "cat:1");
-//! assert_eq!(CatNode::SPEC.tag, "cats");
-//! assert_eq!(CatNode::SPEC.ttl, Some(std::time::Duration::from_secs(300)));
+//! assert_eq!(CatNode::SPEC.tag(), "cats");
+//! assert_eq!(CatNode::SPEC.ttl(), Some(std::time::Duration::from_secs(300)));
 //! let mut groups = InvalidKeys::new();
 //! node.invalid_nodes(&mut groups);
 //! assert_eq!(groups.as_slice(), ["owner:7"]);
@@ -65,7 +65,7 @@
 //! The derive implements [`cacheme::Node`](https://docs.rs/cacheme/latest/cacheme/trait.Node.html)
 //! (with its `SPEC`), `From` the fields (the one field's type; a tuple of
 //! several in declaration order; `()` for none), and registers the node with
-//! `inventory` so that `cacheme::registered()` lists it.
+//! `inventory` so that `cacheme::tags()` lists it.
 //!
 //! # `#[derive(InvalidNode)]`
 //!
@@ -340,15 +340,11 @@ pub fn derive_invalid_node(input: TokenStream) -> TokenStream {
 /// ```text
 /// async fn get_cat(cat: &Cat) -> Result<CatInfo, AppError> {
 ///     let spec = {
-///         static SPEC: ::cacheme::Spec = ::cacheme::Spec {
-///             ttl: ::core::option::Option::Some(::core::time::Duration::from_secs(300)),
-///             ..::cacheme::Spec::new(
-///                 ::core::concat!(::core::module_path!(), "::get_cat"),
-///                 "cats",
-///                 ::cacheme::Kind::Function,
-///             )
-///         };
-///         ::cacheme::__private::inventory::submit! { ::cacheme::Registration::new(&SPEC) }
+///         static SPEC: ::cacheme::Spec =
+///             ::cacheme::Spec::function(::core::concat!(::core::module_path!(), "::get_cat"))
+///                 .with_tag("cats")
+///                 .with_ttl(::core::time::Duration::from_secs(300));
+///         ::cacheme::__private::inventory::submit! { ::cacheme::__private::Registration::new(&SPEC) }
 ///         &SPEC
 ///     };
 ///     let cache: &::cacheme::Cache = &::cacheme::global();

@@ -4,7 +4,7 @@
 use std::sync::Mutex;
 use std::time::Duration;
 
-use cacheme::{Cache, IntoInvalidKeys, InvalidKeys, InvalidNode, Kind, Node};
+use cacheme::{Cache, IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,35 +191,35 @@ fn from_the_fields() {
 fn specs() {
     assert_eq!(
         *CatNode::SPEC,
-        cacheme::Spec {
-            name: "CatNode",
-            tag: "cats",
-            kind: Kind::Node,
-            ttl: Some(Duration::from_secs(300)),
-            stale: Some(false),
-            version: Some("v1"),
-            refresh_after: Some(Duration::from_secs(60)),
-            local: None,
-        }
+        cacheme::Spec::node("CatNode")
+            .with_tag("cats")
+            .with_ttl(Duration::from_secs(300))
+            .with_stale(false)
+            .with_version("v1")
+            .with_refresh_after(Duration::from_secs(60))
     );
-    assert_eq!(*OwnerCats::SPEC, {
-        let mut spec = cacheme::Spec::new("OwnerCats", "OwnerCats", Kind::Node);
-        spec.ttl = Some(Duration::from_millis(1500));
-        spec
-    });
-    assert_eq!(Config::SPEC.ttl, Some(Duration::from_secs(300)));
-    assert_eq!(Legacy::SPEC.ttl, None);
-    assert_eq!(Raw::SPEC.name, "Raw");
+    assert_eq!(
+        *OwnerCats::SPEC,
+        cacheme::Spec::node("OwnerCats").with_ttl(Duration::from_millis(1500))
+    );
+    assert_eq!(Config::SPEC.ttl(), Some(Duration::from_secs(300)));
+    assert_eq!(Legacy::SPEC.ttl(), None);
+    assert_eq!(Raw::SPEC.name(), "Raw");
+    assert!(!Raw::SPEC.is_function());
 }
 
 #[test]
 fn nodes_are_registered() {
-    let names: Vec<&str> = cacheme::registered().map(|spec| spec.name).collect();
+    let specs: Vec<&cacheme::Spec> = cacheme::tags()
+        .iter()
+        .flat_map(|tag| tag.specs().to_vec())
+        .collect();
+    let names: Vec<&str> = specs.iter().map(|spec| spec.name()).collect();
     for name in ["CatNode", "OwnerCats", "Legacy", "Config", "All", "Raw"] {
         assert!(names.contains(&name), "{name} is not in {names:?}");
     }
-    let cats = cacheme::registered().find(|spec| spec.name == "CatNode");
-    assert_eq!(cats, Some(CatNode::SPEC));
+    let cats = specs.iter().find(|spec| spec.name() == "CatNode");
+    assert_eq!(cats, Some(&CatNode::SPEC));
 }
 
 #[test]

@@ -250,8 +250,11 @@ impl Inner {
     pub(crate) fn policy_for<V>(&self, lookup: &Lookup<'_, V>, background_refresh: bool) -> Policy {
         let settings = self.settings.load();
         Policy {
-            stale: lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale),
-            refresh_after: lookup.refresh_after.or(lookup.spec.refresh_after),
+            stale: lookup
+                .stale
+                .or(lookup.spec.stale())
+                .unwrap_or(settings.stale),
+            refresh_after: lookup.refresh_after.or(lookup.spec.refresh_after()),
             retries: settings.herd_retries,
             interval: settings.herd_interval,
             background_refresh,

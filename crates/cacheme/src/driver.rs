@@ -511,7 +511,7 @@ fn bypass<V>(lookup: &Lookup<'_, V>) -> bool {
     }
     if lookup.key.is_empty() {
         tracing::warn!(
-            spec = lookup.spec.name,
+            spec = lookup.spec.name(),
             "cacheme: empty cache key; the call is not cached"
         );
         return true;
@@ -576,7 +576,10 @@ pub(crate) fn servable<V: CacheValue>(
     bytes: Option<&[u8]>,
 ) -> Option<(V, bool)> {
     let stats = &lookup.cache.inner.stats;
-    let stale_ok = lookup.stale.or(lookup.spec.stale).unwrap_or(settings.stale);
+    let stale_ok = lookup
+        .stale
+        .or(lookup.spec.stale())
+        .unwrap_or(settings.stale);
     let decoded = match bytes.map(Envelope::parse) {
         None => None,
         Some(Ok(envelope)) if envelope.state == envelope::State::Stale && !stale_ok => None,
@@ -641,7 +644,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         let settings = inner.settings();
         let ttl = match lookup.ttl {
             Some(ttl) => ttl,
-            None => lookup.spec.ttl.or(settings.default_ttl),
+            None => lookup.spec.ttl().or(settings.default_ttl),
         };
         let ttl_ms = ttl.map(|ttl| (ttl.as_millis() as u64).max(1));
         Run {
@@ -676,7 +679,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     fn registration(&self) -> &[IndexAdd] {
         self.registration.get_or_init(|| {
             self.inner.indexes(
-                Some(self.lookup.spec.tag),
+                Some(self.lookup.spec.tag()),
                 self.lookup.groups.as_slice(),
                 Expiry::After(self.ttl_ms.unwrap_or(0) + self.lease_ms()),
                 true,
@@ -818,9 +821,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             Some(ms) => Expiry::After(ms),
             None => Expiry::Never,
         };
-        self.indexes =
-            self.inner
-                .indexes(Some(self.lookup.spec.tag), groups.as_slice(), expiry, false);
+        self.indexes = self.inner.indexes(
+            Some(self.lookup.spec.tag()),
+            groups.as_slice(),
+            expiry,
+            false,
+        );
     }
 
     /// The fill, or None when the value cannot be stored (then the lease is released).

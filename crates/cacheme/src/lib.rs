@@ -62,9 +62,9 @@ pub use error::{Error, LoadError, Result};
 pub use invalidation::{Invalidation, Pattern, create_invalidation};
 pub use lookup::{CacheValue, GroupsOf, HitHook, LOOKUP_SPEC, LocalValue, Lookup, MissHook};
 pub use manager::{InvalidManager, Manager};
-pub use node::{CloneFn, IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
+pub use node::{IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
 pub use settings::{CacheBuilder, Settings};
-pub use spec::{Kind, LocalSpec, Registration, Spec, registered};
+pub use spec::{LocalSpec, Spec};
 pub use stats::StatsSnapshot;
 pub use tags::{Tag, tag, tags};
 
@@ -87,6 +87,8 @@ struct ReadmeDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lookup::local_clone;
+    pub use crate::node::CloneFn;
+    pub use crate::spec::Registration;
     pub use inventory;
 
     pub use crate::__cacheme_error_policy as error_policy;

@@ -204,7 +204,7 @@ impl LocalTiers {
         stats: &Arc<Stats>,
         key: &str,
     ) -> Result<V, Option<Arc<dyn Tier>>> {
-        let Some(local) = spec.local else {
+        let Some(local) = spec.local() else {
             return Err(None);
         };
         if !self.connected.load(Ordering::Acquire) {
@@ -221,7 +221,7 @@ impl LocalTiers {
                 None => Err(Some(tier.clone())),
             };
         }
-        Err(self.create::<V>(id, spec.tag, local, stats))
+        Err(self.create::<V>(id, spec.tag(), local, stats))
     }
 
     /// The tier of `spec`, made on first use.
@@ -259,10 +259,10 @@ impl LocalTiers {
             return None;
         };
         let first = self.shared.tiers.iter().next().is_none();
-        let capacity = local.capacity.max(1);
+        let capacity = local.capacity().max(1);
         let tier: Arc<dyn Tier> = Arc::new(TypedTier::<V> {
             tag,
-            ttl_ms: local.ttl.as_millis() as u64,
+            ttl_ms: local.ttl().as_millis() as u64,
             entries: Entries::with(
                 usize::try_from(capacity).unwrap_or(usize::MAX),
                 capacity,
@@ -393,15 +393,9 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::spec::Kind;
-
-    static SPEC: Spec = Spec {
-        local: Some(LocalSpec {
-            ttl: std::time::Duration::from_secs(60),
-            capacity: 100,
-        }),
-        ..Spec::new("t", "tag", Kind::Function)
-    };
+    static SPEC: Spec = Spec::function("t")
+        .with_tag("tag")
+        .with_local(LocalSpec::new(std::time::Duration::from_secs(60), 100));
 
     #[test]
     fn events_round_trip_through_the_channel_format() {

@@ -12,7 +12,7 @@ use crate::cache::Cache;
 use crate::driver::{self, Before};
 use crate::error::LoadError;
 use crate::node::{IntoInvalidKeys, InvalidKeys};
-use crate::spec::{Kind, Registration, Spec};
+use crate::spec::{Registration, Spec};
 use crate::storage;
 
 /// A type that can be cached: serde both ways, shareable across threads.
@@ -41,7 +41,7 @@ pub fn local_clone<V: LocalValue>(value: &V) -> V {
 }
 
 /// The spec of ad-hoc lookups made with [`Cache::lookup`] without one.
-pub static LOOKUP_SPEC: Spec = Spec::new("lookup", "lookup", Kind::Function);
+pub static LOOKUP_SPEC: Spec = Spec::function("lookup");
 inventory::submit!(Registration::new(&LOOKUP_SPEC));
 
 /// Computes the dependency groups of a value once it is loaded.
@@ -117,7 +117,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        if let Some(version) = spec.version {
+        if let Some(version) = spec.version() {
             self.key = Cow::Owned(format!("{}@{version}", self.key));
         }
         self.spec = spec;

@@ -172,7 +172,7 @@ impl<N: Node> Manager<N> {
     pub async fn invalid_all(&self) -> Result<u64> {
         self.cache()
             .create_invalidation()
-            .tag(N::SPEC.tag)
+            .tag(N::SPEC.tag())
             .run()
             .await
     }
@@ -181,7 +181,7 @@ impl<N: Node> Manager<N> {
     pub fn invalid_all_blocking(&self) -> Result<u64> {
         self.cache()
             .create_invalidation()
-            .tag(N::SPEC.tag)
+            .tag(N::SPEC.tag())
             .run_blocking()
     }
 

@@ -20,7 +20,7 @@ use crate::spec::Spec;
 /// struct CatNode { id: u64 }
 ///
 /// assert_eq!(CatNode { id: 7 }.key(), "cat:7");
-/// assert_eq!(CatNode::SPEC.tag, "CatNode");
+/// assert_eq!(CatNode::SPEC.tag(), "CatNode");
 /// ```
 pub trait Node: Sized + Send + Sync + 'static {
     /// The type of the value cached under this node.
@@ -29,6 +29,7 @@ pub trait Node: Sized + Send + Sync + 'static {
     const SPEC: &'static Spec;
     /// How to copy a value out of the local tier; set by the derive when the
     /// node has one (`local_ttl` / `local_capacity`), which needs `Clone`.
+    #[doc(hidden)]
     const LOCAL_CLONE: Option<CloneFn<Self::Value>> = None;
 
     /// The cache key (without prefix and version).
@@ -59,6 +60,7 @@ pub trait Node: Sized + Send + Sync + 'static {
 }
 
 /// Copies a value out of a local tier (`Clone::clone` of the value type).
+#[doc(hidden)]
 pub type CloneFn<V> = fn(&V) -> V;
 
 /// A dependency group: invalidating one invalidates every key that declared

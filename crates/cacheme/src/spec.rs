@@ -3,71 +3,80 @@
 
 use std::time::Duration;
 
-/// What kind of thing a [`Spec`] describes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// A `#[derive(Node)]` type.
-    Node,
-    /// A `#[cacheme]` function.
-    Function,
-}
-
-/// How a node type or a cached function caches: its tag and its meta
-/// (the seed's `class Meta`). Built by the macros; `None` fields fall back to
-/// the cache's [`Settings`](crate::Settings).
+/// How a node type or a cached function caches: its name, its tag and its
+/// meta (the seed's `class Meta`). Built by the macros with the `const`
+/// builder methods below; what a spec leaves unset falls back to the cache's
+/// [`Settings`](crate::Settings).
+///
+/// ```
+/// use std::time::Duration;
+/// use cacheme::Spec;
+///
+/// const SPEC: Spec = Spec::function("get_cat")
+///     .with_tag("cats")
+///     .with_ttl(Duration::from_secs(300))
+///     .with_stale(false);
+/// assert_eq!(SPEC.tag(), "cats");
+/// assert_eq!(SPEC.ttl(), Some(Duration::from_secs(300)));
+/// assert_eq!(SPEC.stale(), Some(false));
+/// assert!(SPEC.is_function());
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Spec {
-    /// The node type's name, or the function's path.
-    pub name: &'static str,
-    /// The tag its keys are indexed under (`cacheme::tag(..)`).
-    pub tag: &'static str,
-    /// Node or function.
-    pub kind: Kind,
-    /// Time to live of its values.
-    pub ttl: Option<Duration>,
-    /// Whether readers accept stale values (the seed's `Meta.stale`).
-    pub stale: Option<bool>,
-    /// A version appended to every key, so that changing it starts afresh.
-    pub version: Option<&'static str>,
-    /// Refresh a value ahead of its expiry once it is this old.
-    pub refresh_after: Option<Duration>,
-    /// Keep values in an in-process tier in front of the store, kept coherent
-    /// across processes by invalidation events.
-    pub local: Option<LocalSpec>,
+    name: &'static str,
+    tag: &'static str,
+    function: bool,
+    ttl: Option<Duration>,
+    stale: Option<bool>,
+    version: Option<&'static str>,
+    refresh_after: Option<Duration>,
+    local: Option<LocalSpec>,
 }
 
 /// The in-process tier of a node type or function: how long entries live
 /// (at most; invalidations remove them within milliseconds everywhere) and
 /// how many there may be.
+///
+/// ```
+/// use std::time::Duration;
+/// let local = cacheme::LocalSpec::new(Duration::from_secs(10), 1_000);
+/// assert_eq!(local.ttl(), Duration::from_secs(10));
+/// assert_eq!(local.capacity(), 1_000);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LocalSpec {
-    /// Time to live of a local entry.
-    pub ttl: Duration,
-    /// Most entries kept (least recently and frequently used go first).
-    pub capacity: u64,
+    ttl: Duration,
+    capacity: u64,
 }
 
 impl LocalSpec {
-    /// The defaults used when only one of `local_ttl` / `local_capacity` is given.
-    pub const DEFAULT: LocalSpec = LocalSpec {
-        ttl: Duration::from_secs(60),
-        capacity: 10_000,
-    };
+    /// The defaults used when only one of `local_ttl` / `local_capacity` is
+    /// given: 60 s, 10,000 entries.
+    pub const DEFAULT: LocalSpec = LocalSpec::new(Duration::from_secs(60), 10_000);
+
+    /// A tier whose entries live at most `ttl`, holding at most `capacity` entries.
+    pub const fn new(ttl: Duration, capacity: u64) -> Self {
+        LocalSpec { ttl, capacity }
+    }
+
+    /// Time to live of a local entry.
+    pub const fn ttl(&self) -> Duration {
+        self.ttl
+    }
+
+    /// Most entries kept (least recently and frequently used go first).
+    pub const fn capacity(&self) -> u64 {
+        self.capacity
+    }
 }
 
 impl Spec {
-    /// A spec with only a name and a tag; everything else from the settings.
-    ///
-    /// ```
-    /// use cacheme::{Kind, Spec};
-    /// const SPEC: Spec = Spec::new("get_cat", "cats", Kind::Function);
-    /// assert_eq!(SPEC.tag, "cats");
-    /// ```
-    pub const fn new(name: &'static str, tag: &'static str, kind: Kind) -> Self {
+    /// The spec of a node type named `name`, tagged with its name.
+    pub const fn node(name: &'static str) -> Self {
         Spec {
             name,
-            tag,
-            kind,
+            tag: name,
+            function: false,
             ttl: None,
             stale: None,
             version: None,
@@ -76,8 +85,101 @@ impl Spec {
         }
     }
 
+    /// The spec of a cached function named `name`, tagged with its name.
+    pub const fn function(name: &'static str) -> Self {
+        Spec {
+            function: true,
+            ..Spec::node(name)
+        }
+    }
+
+    /// Index values under `tag` instead of the name.
+    pub const fn with_tag(self, tag: &'static str) -> Self {
+        Spec { tag, ..self }
+    }
+
+    /// Values live `ttl`.
+    pub const fn with_ttl(self, ttl: Duration) -> Self {
+        Spec {
+            ttl: Some(ttl),
+            ..self
+        }
+    }
+
+    /// Whether readers accept stale values (the seed's `Meta.stale`).
+    pub const fn with_stale(self, stale: bool) -> Self {
+        Spec {
+            stale: Some(stale),
+            ..self
+        }
+    }
+
+    /// Append `version` to every key (`cat:1@v2`), so that changing it starts afresh.
+    pub const fn with_version(self, version: &'static str) -> Self {
+        Spec {
+            version: Some(version),
+            ..self
+        }
+    }
+
+    /// Refresh a value ahead of its expiry once it is `age` old.
+    pub const fn with_refresh_after(self, age: Duration) -> Self {
+        Spec {
+            refresh_after: Some(age),
+            ..self
+        }
+    }
+
+    /// Keep values in an in-process tier in front of the store.
+    pub const fn with_local(self, local: LocalSpec) -> Self {
+        Spec {
+            local: Some(local),
+            ..self
+        }
+    }
+
+    /// The node type's name, or the function's path.
+    pub const fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// The tag its values are indexed under (`cacheme::tag(..)`).
+    pub const fn tag(&self) -> &'static str {
+        self.tag
+    }
+
+    /// True for a `#[cacheme]` function, false for a node type.
+    pub const fn is_function(&self) -> bool {
+        self.function
+    }
+
+    /// Time to live of its values, if it sets one.
+    pub const fn ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    /// Whether readers accept stale values, if it says.
+    pub const fn stale(&self) -> Option<bool> {
+        self.stale
+    }
+
+    /// The version appended to every key, if any.
+    pub const fn version(&self) -> Option<&'static str> {
+        self.version
+    }
+
+    /// The age past which a value is refreshed ahead of its expiry, if any.
+    pub const fn refresh_after(&self) -> Option<Duration> {
+        self.refresh_after
+    }
+
+    /// Its in-process tier, if it has one.
+    pub const fn local(&self) -> Option<LocalSpec> {
+        self.local
+    }
+
     /// The cache key with this spec's version appended (`key@version`).
-    pub fn versioned(&self, key: String) -> String {
+    pub(crate) fn versioned(&self, key: String) -> String {
         match self.version {
             Some(version) => {
                 let mut key = key;
@@ -91,10 +193,10 @@ impl Spec {
 }
 
 /// An entry of the registry: every node type and cached function submits one.
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct Registration {
-    /// What was registered.
-    pub spec: &'static Spec,
+    spec: &'static Spec,
 }
 
 impl Registration {
@@ -107,6 +209,6 @@ impl Registration {
 inventory::collect!(Registration);
 
 /// Every registered node type and cached function.
-pub fn registered() -> impl Iterator<Item = &'static Spec> {
+pub(crate) fn registered() -> impl Iterator<Item = &'static Spec> {
     inventory::iter::<Registration>.into_iter().map(|r| r.spec)
 }

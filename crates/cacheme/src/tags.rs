@@ -26,7 +26,7 @@ pub struct Tag {
 pub fn tags() -> Vec<Tag> {
     let mut by_name: BTreeMap<&'static str, Vec<&'static Spec>> = BTreeMap::new();
     for spec in spec::registered() {
-        by_name.entry(spec.tag).or_default().push(spec);
+        by_name.entry(spec.tag()).or_default().push(spec);
     }
     by_name
         .into_iter()
@@ -52,7 +52,7 @@ pub fn tags() -> Vec<Tag> {
 pub fn tag(name: &str) -> Tag {
     Tag {
         name: name.to_owned(),
-        specs: spec::registered().filter(|s| s.tag == name).collect(),
+        specs: spec::registered().filter(|s| s.tag() == name).collect(),
         cache: None,
     }
 }
