@@ -47,7 +47,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached::macros::concurrent_cached;
-use cacheme::wire::{Codec, Envelope, seal};
+use cacheme::__private::wire::{Envelope, seal};
+use cacheme::Codec;
 use cacheme::{Cache, InvalidNode, Node, cacheme};
 use cacheme_test_support::RedisServer;
 use criterion::{Criterion, SamplingMode};

@@ -261,8 +261,8 @@ async fn a_failed_invalidation_is_retried_until_redis_answers() {
         .query(&mut server.connection())
         .expect("GET");
     assert_eq!(
-        stored.get(cacheme::wire::STATE_OFFSET),
-        Some(&cacheme::wire::STALE)
+        stored.get(cacheme::__private::wire::STATE_OFFSET),
+        Some(&cacheme::__private::wire::STALE)
     );
     task.abort();
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use cacheme::wire::{Envelope, MAGIC, State, VERSION};
+use cacheme::__private::wire::{Envelope, MAGIC, State, VERSION};
 use common::*;
 use std::convert::Infallible;
 
@@ -92,7 +92,7 @@ async fn unreadable_values_are_misses_and_are_overwritten() {
         let payload = cacheme::Codec::MessagePack
             .encode(&"a string, not a Cat")
             .expect("encode");
-        cacheme::wire::seal(cacheme::Codec::MessagePack, 1, &payload)
+        cacheme::__private::wire::seal(cacheme::Codec::MessagePack, 1, &payload)
     };
     let cases: [(&str, Vec<u8>); 5] = [
         ("foreign", b"hello from another program".to_vec()),
@@ -154,13 +154,13 @@ on_both_stores! {
 #[tokio::test]
 async fn a_key_and_its_lease_share_a_hash_slot() {
     for key in ["cat:1", "owner:1:cat:2", "a}b", "{x}", "猫"] {
-        let keys = cacheme::key::StoreKeys::new("CM:", key);
+        // The layout of docs/data-model.md: `{prefix}{{key}}` and its lease.
+        let value = format!("CM:{{{key}}}");
+        let lease = format!("{value}:lease");
         assert_eq!(
-            hash_slot(keys.value()),
-            hash_slot(&keys.lease()),
-            "{key}: {} vs {}",
-            keys.value(),
-            keys.lease()
+            hash_slot(&value),
+            hash_slot(&lease),
+            "{key}: {value} vs {lease}"
         );
     }
     // The slots of different keys differ (the tag is the key, not the prefix).

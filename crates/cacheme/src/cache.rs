@@ -47,6 +47,7 @@ pub struct Cache {
 pub(crate) struct Inner {
     pub(crate) prefix: String,
     pub(crate) codec: Codec,
+    /// A copy of `settings.enabled`, read by every call without loading the settings.
     enabled: AtomicBool,
     settings: ArcSwap<Settings>,
     pub(crate) backend: Backend,
@@ -63,6 +64,8 @@ pub(crate) struct Inner {
     /// Leases renewed by the keeper thread, for blocking loads.
     pub(crate) keeper: Keeper,
     subscriber_stop: Arc<AtomicBool>,
+    /// `connect_sources` ran: the registered sources are started once.
+    pub(crate) sources_connected: AtomicBool,
 }
 
 impl std::fmt::Debug for Cache {
@@ -105,14 +108,14 @@ impl Cache {
                 let client = match &url {
                     Some(url) => Some(redis::Client::open(url.as_str()).map_err(|source| {
                         Error::Connect {
-                            url: storage::redis::redact(url),
+                            url: crate::settings::redact(url),
                             source,
                         }
                     })?),
                     None => None,
                 };
                 let described = match &url {
-                    Some(url) => storage::redis::redact(url),
+                    Some(url) => crate::settings::redact(url),
                     None => "application connection".to_owned(),
                 };
                 #[cfg(feature = "deadpool")]
@@ -141,7 +144,7 @@ impl Cache {
             local,
             prefix: builder.prefix,
             codec: builder.codec,
-            enabled: AtomicBool::new(builder.enabled),
+            enabled: AtomicBool::new(builder.settings.enabled),
             settings: ArcSwap::from_pointee(builder.settings),
             backend,
             flights: Flights::default(),
@@ -152,6 +155,7 @@ impl Cache {
             oversize_warned: Mutex::new(Default::default()),
             keeper: Keeper::default(),
             subscriber_stop,
+            sources_connected: AtomicBool::new(false),
         });
         if let Backend::Redis(store) = &inner.backend
             && let Some(client) = store.client()
@@ -178,7 +182,7 @@ impl Cache {
 
     /// Turn caching on or off. Takes effect on the next call.
     pub fn set_enabled(&self, enabled: bool) {
-        self.inner.enabled.store(enabled, Ordering::Relaxed);
+        self.update_settings(|settings| settings.enabled = enabled);
     }
 
     /// The current settings.
@@ -187,7 +191,8 @@ impl Cache {
     }
 
     /// Change settings (the seed's `update_settings`); takes effect on the
-    /// next call.
+    /// next call. The prefix and the codec are not settings: they say where
+    /// and how values are stored, so they are fixed when the cache is built.
     ///
     /// ```
     /// let cache = cacheme::Cache::builder().build().expect("memory store");
@@ -197,6 +202,9 @@ impl Cache {
     pub fn update_settings(&self, update: impl FnOnce(&mut Settings)) {
         let mut settings = self.settings();
         update(&mut settings);
+        self.inner
+            .enabled
+            .store(settings.enabled, Ordering::Relaxed);
         self.inner.settings.store(Arc::new(settings));
     }
 
@@ -250,11 +258,8 @@ impl Inner {
     pub(crate) fn policy_for<V>(&self, lookup: &Lookup<'_, V>, background_refresh: bool) -> Policy {
         let settings = self.settings.load();
         Policy {
-            stale: lookup
-                .stale
-                .or(lookup.spec.stale())
-                .unwrap_or(settings.stale),
-            refresh_after: lookup.refresh_after.or(lookup.spec.refresh_after()),
+            stale: lookup.stale_ok(&settings),
+            refresh_after: lookup.effective_refresh_after(),
             retries: settings.herd_retries,
             interval: settings.herd_interval,
             background_refresh,

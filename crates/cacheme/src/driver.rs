@@ -561,7 +561,7 @@ fn classify(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
             },
             Err(reason) => {
                 inner.stats.unreadable();
-                tracing::warn!(key, %reason, "cacheme: unreadable value under our key; treating it as a miss");
+                tracing::warn!(key, reason = %crate::error::Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
                 Found::Unreadable
             }
         },
@@ -576,10 +576,7 @@ pub(crate) fn servable<V: CacheValue>(
     bytes: Option<&[u8]>,
 ) -> Option<(V, bool)> {
     let stats = &lookup.cache.inner.stats;
-    let stale_ok = lookup
-        .stale
-        .or(lookup.spec.stale())
-        .unwrap_or(settings.stale);
+    let stale_ok = lookup.stale_ok(settings);
     let decoded = match bytes.map(Envelope::parse) {
         None => None,
         Some(Ok(envelope)) if envelope.state == envelope::State::Stale && !stale_ok => None,
@@ -597,7 +594,7 @@ pub(crate) fn servable<V: CacheValue>(
         Some(Err(reason)) => {
             stats.unreadable();
             stats.miss();
-            tracing::warn!(key = %lookup.key, %reason, "cacheme: unreadable value under our key; treating it as a miss");
+            tracing::warn!(key = %lookup.key, reason = %crate::error::Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
             None
         }
         None => {
@@ -642,10 +639,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         flow: ReadFlow,
     ) -> Self {
         let settings = inner.settings();
-        let ttl = match lookup.ttl {
-            Some(ttl) => ttl,
-            None => lookup.spec.ttl().or(settings.default_ttl),
-        };
+        let ttl = lookup.effective_ttl(&settings);
         let ttl_ms = ttl.map(|ttl| (ttl.as_millis() as u64).max(1));
         Run {
             lookup,
@@ -801,7 +795,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             }
             Err(reason) => {
                 self.inner.stats.not_stored();
-                tracing::warn!(key = %self.lookup.key, %reason, "cacheme: value does not serialize; returned but not stored");
+                tracing::warn!(key = %self.lookup.key, reason = %crate::error::Chain(&reason), "cacheme: value does not serialize; returned but not stored");
             }
         }
     }
@@ -908,7 +902,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             }
             Err(reason) => {
                 self.inner.stats.unreadable();
-                tracing::warn!(key = %self.lookup.key, %reason, "cacheme: stored value does not decode; reloading it");
+                tracing::warn!(key = %self.lookup.key, reason = %crate::error::Chain(&reason), "cacheme: stored value does not decode; reloading it");
                 Err(self.flow.on_undecodable(written_at_ms, now_ms()))
             }
         }

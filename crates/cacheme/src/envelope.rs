@@ -59,19 +59,122 @@ impl Codec {
     }
 
     /// Serialize a value with this codec.
-    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, String> {
-        match self {
-            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(|e| e.to_string()),
-            Codec::Json => serde_json::to_vec(value).map_err(|e| e.to_string()),
-        }
+    ///
+    /// ```
+    /// use cacheme::Codec;
+    /// assert_eq!(Codec::Json.encode(&[1, 2]).expect("a list encodes"), b"[1,2]");
+    /// assert!(Codec::Json.encode(&f64::NAN).is_err()); // JSON has no NaN
+    /// ```
+    pub fn encode<T: Serialize + ?Sized>(self, value: &T) -> Result<Vec<u8>, CodecError> {
+        let encoded = match self {
+            Codec::MessagePack => rmp_serde::to_vec_named(value).map_err(CodecError::boxed),
+            // serde_json writes non-finite floats as `null`, which does not
+            // read back: refuse them rather than store what cannot round-trip.
+            Codec::Json if crate::nonfinite::contains_non_finite(value) => {
+                Err(CodecError::boxed(NonFiniteFloat))
+            }
+            Codec::Json => serde_json::to_vec(value).map_err(CodecError::boxed),
+        };
+        encoded.map_err(|source| CodecError {
+            codec: self,
+            operation: CodecOperation::Encode,
+            source,
+        })
     }
 
     /// Deserialize a value with this codec.
-    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, String> {
-        match self {
-            Codec::MessagePack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
-            Codec::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
+    pub fn decode<T: DeserializeOwned>(self, bytes: &[u8]) -> Result<T, CodecError> {
+        let decoded = match self {
+            Codec::MessagePack => rmp_serde::from_slice(bytes).map_err(CodecError::boxed),
+            Codec::Json => serde_json::from_slice(bytes).map_err(CodecError::boxed),
+        };
+        decoded.map_err(|source| CodecError {
+            codec: self,
+            operation: CodecOperation::Decode,
+            source,
+        })
+    }
+}
+
+impl std::fmt::Display for Codec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Codec::MessagePack => "MessagePack",
+            Codec::Json => "JSON",
+        })
+    }
+}
+
+/// A float JSON cannot hold.
+#[derive(Debug)]
+struct NonFiniteFloat;
+
+impl std::fmt::Display for NonFiniteFloat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("JSON cannot represent NaN or an infinite float")
+    }
+}
+
+impl std::error::Error for NonFiniteFloat {}
+
+/// Whether a [`CodecError`] happened while encoding or decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CodecOperation {
+    /// Turning a value into bytes.
+    Encode,
+    /// Turning bytes into a value.
+    Decode,
+}
+
+/// A value could not be serialized, or bytes could not be deserialized.
+/// The serializer's own error is the [`source`](std::error::Error::source).
+#[derive(Debug, Clone)]
+pub struct CodecError {
+    codec: Codec,
+    operation: CodecOperation,
+    source: std::sync::Arc<dyn std::error::Error + Send + Sync>,
+}
+
+impl CodecError {
+    fn boxed(
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> std::sync::Arc<dyn std::error::Error + Send + Sync> {
+        std::sync::Arc::new(error)
+    }
+
+    /// The codec that failed.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Encoding or decoding.
+    pub fn operation(&self) -> CodecOperation {
+        self.operation
+    }
+}
+
+impl PartialEq for CodecError {
+    fn eq(&self, other: &Self) -> bool {
+        self.codec == other.codec
+            && self.operation == other.operation
+            && self.source.to_string() == other.source.to_string()
+    }
+}
+
+impl Eq for CodecError {}
+
+impl std::fmt::Display for CodecError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.operation {
+            CodecOperation::Encode => write!(f, "{} cannot encode the value", self.codec),
+            CodecOperation::Decode => write!(f, "{} cannot decode the stored bytes", self.codec),
         }
+    }
+}
+
+impl std::error::Error for CodecError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
     }
 }
 
@@ -116,10 +219,7 @@ pub enum Unreadable {
     BadHeader,
     /// The header is fine, but the payload does not decode into the expected
     /// type (the struct changed, or the bytes were damaged).
-    Payload {
-        /// What the deserializer said.
-        reason: String,
-    },
+    Payload(CodecError),
 }
 
 impl std::fmt::Display for Unreadable {
@@ -134,7 +234,16 @@ impl std::fmt::Display for Unreadable {
                 )
             }
             Unreadable::BadHeader => f.write_str("envelope header has an unknown state or codec"),
-            Unreadable::Payload { reason } => write!(f, "payload does not decode: {reason}"),
+            Unreadable::Payload(_) => f.write_str("payload does not decode"),
+        }
+    }
+}
+
+impl std::error::Error for Unreadable {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Unreadable::Payload(error) => Some(error),
+            _ => None,
         }
     }
 }
@@ -175,9 +284,7 @@ impl<'a> Envelope<'a> {
 
     /// Decode the payload into `T`.
     pub fn decode<T: DeserializeOwned>(&self) -> Result<T, Unreadable> {
-        self.codec
-            .decode(self.payload)
-            .map_err(|reason| Unreadable::Payload { reason })
+        self.codec.decode(self.payload).map_err(Unreadable::Payload)
     }
 }
 
@@ -288,7 +395,7 @@ mod tests {
         let envelope = Envelope::parse(&bytes).expect("header parses");
         assert!(matches!(
             envelope.decode::<Cat>(),
-            Err(Unreadable::Payload { .. })
+            Err(Unreadable::Payload(_))
         ));
     }
 

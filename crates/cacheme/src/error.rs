@@ -12,7 +12,8 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error {
     /// Redis answered a command with an error, or the connection failed.
-    #[error("redis {command} on `{key}` failed: {source}")]
+    /// The cause is the [`source`](std::error::Error::source) of this error.
+    #[error("redis {command} on `{key}` failed")]
     Redis {
         /// The command or script that failed (`GET`, `fill`, `mark_stale`...).
         command: &'static str,
@@ -60,30 +61,23 @@ pub enum Error {
     /// connection could not be started.
     #[error(
         "`{command}` needs a tokio runtime for its Redis connection; call it from async code \
-         inside a runtime, or use the blocking API (`.blocking()`)"
+         inside a runtime, or use the blocking twin of the call (`load_blocking`, \
+         `get_or_load_blocking`, `invalid_blocking`, `run_blocking`...)"
     )]
     NoRuntime {
         /// The command that could not be sent.
         command: &'static str,
     },
 
-    /// The Redis URL or connection settings could not be used.
-    #[error("cannot connect to redis with `{url}`: {source}")]
+    /// The Redis URL or connection settings could not be used. The cause is
+    /// the [`source`](std::error::Error::source) of this error.
+    #[error("cannot connect to redis with `{url}`")]
     Connect {
         /// The URL (password removed) that was given.
         url: String,
         /// Why the client rejected it.
         #[source]
         source: redis::RedisError,
-    },
-
-    /// A value could not be serialized for storage.
-    #[error("cannot encode the value for `{key}`: {reason}")]
-    Encode {
-        /// The cache key of the value.
-        key: String,
-        /// What the serializer said.
-        reason: String,
     },
 
     /// A key is empty or otherwise unusable.
@@ -156,6 +150,8 @@ impl<E> std::ops::Deref for LoadError<E> {
     }
 }
 
+/// Transparent: a `LoadError` displays as the loader's error and has its
+/// source, so an error chain (`anyhow`'s `{:#}`) prints each cause once.
 impl<E: std::fmt::Display> std::fmt::Display for LoadError<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         std::fmt::Display::fmt(&**self, f)
@@ -164,9 +160,113 @@ impl<E: std::fmt::Display> std::fmt::Display for LoadError<E> {
 
 impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        Some(&**self)
+        (**self).source()
     }
 }
 
 /// Shorthand for results whose error is [`Error`].
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Displays an error and its causes, `a: b: c`, for log lines (whose
+/// readers have no error chain to walk).
+pub(crate) struct Chain<'a>(pub(crate) &'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut source = self.0.source();
+        while let Some(cause) = source {
+            write!(f, ": {cause}")?;
+            source = cause.source();
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// How many times `needle` occurs in `haystack`.
+    fn count(haystack: &str, needle: &str) -> usize {
+        haystack.matches(needle).count()
+    }
+
+    #[test]
+    fn each_cause_is_printed_once_in_an_error_chain() {
+        // (A RedisError made from an io::Error displays that error and also
+        // returns it as its source: redis-rs's own doubling, not ours.)
+        let refused = redis::RedisError::from((
+            redis::ErrorKind::Io,
+            "connection refused",
+            "by 127.0.0.1:1".to_owned(),
+        ));
+        let error = anyhow::Error::new(Error::Redis {
+            command: "GET",
+            key: "cat:1".into(),
+            source: refused,
+        });
+        let chain = format!("{error:#}");
+        assert_eq!(count(&chain, "connection refused"), 1, "{chain}");
+        assert!(
+            chain.starts_with("redis GET on `cat:1` failed: "),
+            "{chain}"
+        );
+
+        let connect = Error::Connect {
+            url: "redis://u:***@host".into(),
+            source: redis::Client::open("nonsense://").expect_err("a bad scheme"),
+        };
+        let chain = format!("{:#}", anyhow::Error::new(connect));
+        assert!(chain.starts_with("cannot connect to redis with `redis://u:***@host`: "));
+        let (_, first_cause) = chain.split_once(": ").expect("a cause");
+        assert_eq!(count(&chain, first_cause), 1, "{chain}");
+    }
+
+    #[derive(Debug, thiserror::Error)]
+    #[error("the database is down")]
+    struct DbDown(#[source] std::io::Error);
+
+    #[test]
+    fn a_load_error_is_transparent() {
+        let own = LoadError::Own(DbDown(std::io::Error::other("socket closed")));
+        let chain = format!("{:#}", anyhow::Error::new(own));
+        assert_eq!(chain, "the database is down: socket closed");
+        let shared = LoadError::Shared(std::sync::Arc::new(DbDown(std::io::Error::other("x"))));
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(shared)),
+            "the database is down: x"
+        );
+    }
+
+    #[test]
+    fn codec_errors_and_unreadable_values_are_errors_with_causes() {
+        let error = crate::Codec::MessagePack
+            .decode::<u32>(b"\xa3abc")
+            .expect_err("a string is not a u32");
+        let unreadable = crate::Unreadable::Payload(error);
+        let chain = format!("{:#}", anyhow::Error::new(unreadable));
+        assert!(
+            chain.starts_with(
+                "payload does not decode: MessagePack cannot decode the stored bytes: "
+            ),
+            "{chain}"
+        );
+        let nan = crate::Codec::Json
+            .encode(&f64::NAN)
+            .expect_err("JSON has no NaN");
+        assert_eq!(
+            format!("{:#}", anyhow::Error::new(nan)),
+            "JSON cannot encode the value: JSON cannot represent NaN or an infinite float"
+        );
+    }
+
+    #[test]
+    fn the_chain_helper_prints_every_cause() {
+        let error = LoadError::Own(DbDown(std::io::Error::other("socket closed")));
+        assert_eq!(
+            Chain(&error).to_string(),
+            "the database is down: socket closed"
+        );
+    }
+}

@@ -178,9 +178,8 @@ impl Invalidation {
     pub async fn run(self) -> Result<u64> {
         let (cache, mut sweep) = self.into_sweep();
         let inner = &cache.inner;
-        if !inner.enabled() {
-            return Ok(0);
-        }
+        // Invalidations run even with caching off in this process: other
+        // processes may have caching on and must not keep old values.
         let settings = inner.settings();
         let report = inner.reporting(&settings);
         while let Some(work) = sweep.work.pop_front() {
@@ -194,9 +193,8 @@ impl Invalidation {
     pub fn run_blocking(self) -> Result<u64> {
         let (cache, mut sweep) = self.into_sweep();
         let inner = &cache.inner;
-        if !inner.enabled() {
-            return Ok(0);
-        }
+        // Invalidations run even with caching off in this process: other
+        // processes may have caching on and must not keep old values.
         let settings = inner.settings();
         let report = inner.reporting(&settings);
         while let Some(work) = sweep.work.pop_front() {

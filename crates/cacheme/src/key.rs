@@ -30,7 +30,7 @@
 use std::fmt::{self, Write};
 
 /// True for the characters a placeholder value may contain unescaped.
-pub fn is_plain(c: char) -> bool {
+pub(crate) fn is_plain(c: char) -> bool {
     c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.') || !c.is_ascii()
 }
 
@@ -89,13 +89,13 @@ pub fn escape_glob(literal: &str) -> String {
 
 /// The Redis key names that belong to one cache key.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct StoreKeys {
+pub(crate) struct StoreKeys {
     value: String,
 }
 
 impl StoreKeys {
     /// The store keys of `key` under `prefix`.
-    pub fn new(prefix: &str, key: &str) -> Self {
+    pub(crate) fn new(prefix: &str, key: &str) -> Self {
         let mut value = String::with_capacity(prefix.len() + key.len() + 2);
         value.push_str(prefix);
         value.push('{');
@@ -105,47 +105,51 @@ impl StoreKeys {
     }
 
     /// The key holding the value envelope: `{prefix}{key}`.
-    pub fn value(&self) -> &str {
+    pub(crate) fn value(&self) -> &str {
         &self.value
     }
 
     /// The key holding the lease: `{prefix}{key}:lease`.
-    pub fn lease(&self) -> String {
+    pub(crate) fn lease(&self) -> String {
         format!("{}:lease", self.value)
     }
 
     /// The cache key these names were built from.
-    pub fn cache_key<'a>(&'a self, prefix: &str) -> &'a str {
+    pub(crate) fn cache_key<'a>(&'a self, prefix: &str) -> &'a str {
         &self.value[prefix.len() + 1..self.value.len() - 1]
     }
 }
 
 /// The sorted set of keys that depend on the invalid key `group`.
-pub fn group_index(prefix: &str, group: &str) -> String {
+pub(crate) fn group_index(prefix: &str, group: &str) -> String {
     format!("{prefix}{{{group}}}:invalid")
 }
 
 /// The sorted set of keys written under `tag`.
-pub fn tag_index(prefix: &str, tag: &str) -> String {
+pub(crate) fn tag_index(prefix: &str, tag: &str) -> String {
     format!("{prefix}tag:{{{tag}}}")
 }
 
 /// The pub/sub channel on which fills and invalidations are announced.
-pub fn event_channel(prefix: &str) -> String {
+pub(crate) fn event_channel(prefix: &str) -> String {
     format!("{prefix}events")
 }
 
 /// The `SCAN MATCH` glob that finds the value and lease keys of the cache
 /// keys matching `pattern` (a Redis glob over cache keys, e.g. `cat:*`). It
 /// also matches other keys; [`scanned_cache_key`] sorts them out.
-pub fn scan_glob(prefix: &str, pattern: &str) -> String {
+pub(crate) fn scan_glob(prefix: &str, pattern: &str) -> String {
     format!("{}\\{{{pattern}\\}}*", escape_glob(prefix))
 }
 
 /// The cache key of a value key (`{prefix}{key}`) or lease key
 /// (`{prefix}{key}:lease`) found by a scan, if it is one of those and the
 /// cache key matches `pattern`.
-pub fn scanned_cache_key<'a>(prefix: &str, pattern: &str, redis_key: &'a str) -> Option<&'a str> {
+pub(crate) fn scanned_cache_key<'a>(
+    prefix: &str,
+    pattern: &str,
+    redis_key: &'a str,
+) -> Option<&'a str> {
     let inner = redis_key.strip_prefix(prefix)?.strip_prefix('{')?;
     let inner = inner.strip_suffix(":lease").unwrap_or(inner);
     let key = inner.strip_suffix('}')?;
@@ -153,7 +157,7 @@ pub fn scanned_cache_key<'a>(prefix: &str, pattern: &str, redis_key: &'a str) ->
 }
 
 /// Redis's glob matching (`*`, `?`, `[a-z]`, `[^a]`, `\x`), as `SCAN MATCH` does it.
-pub fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
+pub(crate) fn glob_match(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let (mut star_p, mut star_t) = (None, 0);
     while t < text.len() {

@@ -46,7 +46,8 @@ mod lookup;
 mod manager;
 mod memo;
 mod node;
-pub mod protocol;
+mod nonfinite;
+mod protocol;
 mod settings;
 pub mod sources;
 mod spec;
@@ -57,10 +58,10 @@ mod tags;
 mod wakeups;
 
 pub use cache::{Cache, global, install};
-pub use envelope::Codec;
+pub use envelope::{Codec, CodecError, CodecOperation, Unreadable};
 pub use error::{Error, LoadError, Result};
 pub use invalidation::{Invalidation, Pattern, create_invalidation};
-pub use lookup::{CacheValue, GroupsOf, HitHook, LOOKUP_SPEC, LocalValue, Lookup, MissHook};
+pub use lookup::{CacheValue, GroupsOf, HitHook, LocalValue, Lookup, MissHook};
 pub use manager::{InvalidManager, Manager};
 pub use node::{IntoInvalidKeys, InvalidKeys, InvalidNode, Node};
 pub use settings::{CacheBuilder, Settings};
@@ -69,14 +70,6 @@ pub use stats::StatsSnapshot;
 pub use tags::{Tag, tag, tags};
 
 pub use cacheme_derive::{InvalidNode, Node, cacheme};
-
-/// Envelope format details, for tools and tests that read raw values.
-pub mod wire {
-    pub use crate::envelope::{
-        Codec, Envelope, FRESH, HEADER_LEN, MAGIC, STALE, STATE_OFFSET, State, Unreadable, VERSION,
-        seal,
-    };
-}
 
 /// The README's examples, compiled as doc tests.
 #[cfg(doctest)]
@@ -92,6 +85,14 @@ pub mod __private {
     pub use inventory;
 
     pub use crate::__cacheme_error_policy as error_policy;
+    pub use crate::sources::{SourceRegistration, registered_sources};
+
+    /// Envelope format details, for tools and tests that read raw values.
+    pub mod wire {
+        pub use crate::envelope::{
+            Envelope, FRESH, HEADER_LEN, MAGIC, STALE, STATE_OFFSET, State, VERSION, seal,
+        };
+    }
     pub use crate::memo::{
         DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
         ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,

@@ -41,7 +41,7 @@ pub fn local_clone<V: LocalValue>(value: &V) -> V {
 }
 
 /// The spec of ad-hoc lookups made with [`Cache::lookup`] without one.
-pub static LOOKUP_SPEC: Spec = Spec::function("lookup");
+pub(crate) static LOOKUP_SPEC: Spec = Spec::function("lookup");
 inventory::submit!(Registration::new(&LOOKUP_SPEC));
 
 /// Computes the dependency groups of a value once it is loaded.
@@ -113,12 +113,36 @@ impl Cache {
     }
 }
 
+/// What a call's settings resolve to: its own choices, else its spec's, else
+/// the cache settings'.
+impl<V> Lookup<'_, V> {
+    /// Whether this call accepts stale values: the lookup's own choice, else
+    /// its spec's, else the settings'. The one place this is decided.
+    pub(crate) fn stale_ok(&self, settings: &crate::Settings) -> bool {
+        self.stale.or(self.spec.stale()).unwrap_or(settings.stale)
+    }
+
+    /// The time to live of a value stored by this call, likewise resolved
+    /// (`None`: no expiry).
+    pub(crate) fn effective_ttl(&self, settings: &crate::Settings) -> Option<Duration> {
+        match self.ttl {
+            Some(ttl) => ttl,
+            None => self.spec.ttl().or(settings.default_ttl),
+        }
+    }
+
+    /// The age past which this call refreshes a value, likewise resolved.
+    pub(crate) fn effective_refresh_after(&self) -> Option<Duration> {
+        self.refresh_after.or(self.spec.refresh_after())
+    }
+}
+
 impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        if let Some(version) = spec.version() {
-            self.key = Cow::Owned(format!("{}@{version}", self.key));
+        if spec.version().is_some() {
+            self.key = Cow::Owned(spec.versioned(self.key.into_owned()));
         }
         self.spec = spec;
         self
@@ -296,11 +320,29 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// The cached value, if there is one this caller may be served (fresh,
-    /// or stale with stale on). Never runs a loader. `None` on store trouble.
+    /// or stale with stale on). Never runs a loader. Store trouble reads as
+    /// `None` (it is logged and counted); use [`try_get`](Self::try_get) to
+    /// tell it apart from a miss.
     pub async fn get(self) -> Option<V> {
-        let read = match self.before_get()? {
-            GetStep::Done(value) => return Some(value),
-            GetStep::Read(read) => read,
+        self.try_get().await.ok().flatten()
+    }
+
+    /// [`get`](Self::get), with store trouble as an error: `Ok(None)` is a
+    /// miss, `Err` means the store could not be asked.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cacheme::Error> {
+    /// let cache = cacheme::Cache::builder().build()?;
+    /// assert_eq!(cache.lookup::<String>("nothing here").try_get().await?, None);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn try_get(self) -> crate::Result<Option<V>> {
+        let read = match self.before_get() {
+            None => return Ok(None),
+            Some(GetStep::Done(value)) => return Ok(Some(value)),
+            Some(GetStep::Read(read)) => read,
         };
         let inner = &self.cache.inner;
         let bytes = inner
@@ -309,26 +351,28 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
                 &storage::Get { keys: &read.keys },
                 &inner.reporting(&read.settings),
             )
-            .await
-            .ok()?;
-        self.after_get(read, bytes)
+            .await?;
+        Ok(self.after_get(read, bytes))
     }
 
     /// [`get`](Self::get) for blocking code.
     pub fn get_blocking(self) -> Option<V> {
-        let read = match self.before_get()? {
-            GetStep::Done(value) => return Some(value),
-            GetStep::Read(read) => read,
+        self.try_get_blocking().ok().flatten()
+    }
+
+    /// [`try_get`](Self::try_get) for blocking code.
+    pub fn try_get_blocking(self) -> crate::Result<Option<V>> {
+        let read = match self.before_get() {
+            None => return Ok(None),
+            Some(GetStep::Done(value)) => return Ok(Some(value)),
+            Some(GetStep::Read(read)) => read,
         };
         let inner = &self.cache.inner;
-        let bytes = inner
-            .backend
-            .run_blocking(
-                &storage::Get { keys: &read.keys },
-                &inner.reporting(&read.settings),
-            )
-            .ok()?;
-        self.after_get(read, bytes)
+        let bytes = inner.backend.run_blocking(
+            &storage::Get { keys: &read.keys },
+            &inner.reporting(&read.settings),
+        )?;
+        Ok(self.after_get(read, bytes))
     }
 
     /// What a `get` does before its read: nothing when the cache is off or

@@ -106,7 +106,8 @@ impl<N: Node> Manager<N> {
     }
 
     /// The cached value, or `None`; never runs a loader (the seed's
-    /// `objects.get`). Stale values count when the node accepts them.
+    /// `objects.get`). Stale values count when the node accepts them. Store
+    /// trouble also reads as `None`; [`try_get`](Self::try_get) tells it apart.
     pub async fn get(&self, args: impl Into<N>) -> Option<N::Value> {
         self.lookup(&args.into()).get().await
     }
@@ -114,6 +115,17 @@ impl<N: Node> Manager<N> {
     /// [`get`](Self::get) for blocking code.
     pub fn get_blocking(&self, args: impl Into<N>) -> Option<N::Value> {
         self.lookup(&args.into()).get_blocking()
+    }
+
+    /// [`get`](Self::get), telling a miss (`Ok(None)`) from store trouble
+    /// (`Err`, e.g. Redis down or the circuit breaker open).
+    pub async fn try_get(&self, args: impl Into<N>) -> Result<Option<N::Value>> {
+        self.lookup(&args.into()).try_get().await
+    }
+
+    /// [`try_get`](Self::try_get) for blocking code.
+    pub fn try_get_blocking(&self, args: impl Into<N>) -> Result<Option<N::Value>> {
+        self.lookup(&args.into()).try_get_blocking()
     }
 
     /// The cached value, or the loader's (run once among concurrent callers,

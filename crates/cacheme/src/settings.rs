@@ -14,6 +14,10 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
+    /// Caching on or off (the seed's `ENABLE_CACHE`). When off, every call
+    /// runs its loader and reads nothing; invalidations still run, so that
+    /// other processes (with caching on) do not keep serving old values.
+    pub enabled: bool,
     /// Serve stale (invalidated) values while one caller refreshes them
     /// (the seed's `STALE`). Node meta and decorator arguments override it.
     pub stale: bool,
@@ -46,6 +50,7 @@ pub struct Settings {
 impl Default for Settings {
     fn default() -> Self {
         Settings {
+            enabled: true,
             stale: true,
             default_ttl: None,
             herd_retries: 5,
@@ -86,7 +91,6 @@ pub(crate) enum Source {
 #[must_use]
 pub struct CacheBuilder {
     pub(crate) settings: Settings,
-    pub(crate) enabled: bool,
     pub(crate) prefix: String,
     pub(crate) codec: Codec,
     pub(crate) source: Source,
@@ -96,7 +100,6 @@ impl Default for CacheBuilder {
     fn default() -> Self {
         CacheBuilder {
             settings: Settings::default(),
-            enabled: true,
             prefix: "CM:".to_owned(),
             codec: Codec::MessagePack,
             source: Source::Memory,
@@ -198,7 +201,7 @@ impl CacheBuilder {
     /// later with [`Cache::set_enabled`]. When off, every call runs its
     /// loader and the store is not touched.
     pub fn enabled(mut self, enabled: bool) -> Self {
-        self.enabled = enabled;
+        self.settings.enabled = enabled;
         self
     }
 
@@ -278,5 +281,42 @@ impl CacheBuilder {
         let cache = self.build()?;
         crate::cache::install(cache.clone());
         Ok(cache)
+    }
+}
+
+/// A URL with its password replaced by `***`, for logs and errors.
+pub(crate) fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.find(':') {
+                Some(colon) => format!(
+                    "{}{}:***{}",
+                    &url[..scheme + 3],
+                    &userinfo[..colon],
+                    &url[at..]
+                ),
+                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+            }
+        }
+        _ => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact("redis://127.0.0.1:6379/0"),
+            "redis://127.0.0.1:6379/0"
+        );
+        assert_eq!(
+            redact("redis://user:secret@host:6379"),
+            "redis://user:***@host:6379"
+        );
+        assert_eq!(redact("redis://secret@host"), "redis://***@host");
     }
 }

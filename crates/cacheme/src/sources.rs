@@ -76,7 +76,7 @@ impl SourceEvent {
     /// assert_eq!(SourceEvent::parse_message("all"), Ok(vec![SourceEvent::All]));
     /// assert!(SourceEvent::parse_message("drop everything").is_err());
     /// ```
-    pub fn parse_message(text: &str) -> std::result::Result<Vec<SourceEvent>, String> {
+    pub fn parse_message(text: &str) -> std::result::Result<Vec<SourceEvent>, ParseEventError> {
         let mut events: Vec<SourceEvent> = Vec::new();
         for line in text.lines() {
             let line = line.trim_end_matches('\r');
@@ -94,9 +94,9 @@ impl SourceEvent {
                     SourceEvent::InvalidKeys(vec![key.to_owned()])
                 }
                 _ => {
-                    return Err(format!(
-                        "`{line}` is not an invalidation: write `all`, `key <cache key>` or `invalid_key <invalid key>`"
-                    ));
+                    return Err(ParseEventError::BadLine {
+                        line: line.to_owned(),
+                    });
                 }
             };
             match (events.last_mut(), event) {
@@ -108,7 +108,7 @@ impl SourceEvent {
             }
         }
         if events.is_empty() {
-            return Err("an empty message is not an invalidation".to_owned());
+            return Err(ParseEventError::Empty);
         }
         Ok(events)
     }
@@ -132,6 +132,24 @@ impl SourceEvent {
         let lines: Vec<String> = keys.iter().map(|key| format!("{command} {key}")).collect();
         lines.join("\n")
     }
+}
+
+/// Why a message on an invalidation channel is not an invalidation
+/// ([`SourceEvent::parse_message`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ParseEventError {
+    /// A line that is none of `all`, `key <cache key>`, `invalid_key <invalid key>`.
+    #[error(
+        "`{line}` is not an invalidation: write `all`, `key <cache key>` or `invalid_key <invalid key>`"
+    )]
+    BadLine {
+        /// The line as received.
+        line: String,
+    },
+    /// A message with no command at all.
+    #[error("an empty message is not an invalidation")]
+    Empty,
 }
 
 /// The future of [`InvalidationSource::next`].
@@ -268,7 +286,7 @@ async fn invalidate(cache: &Cache, tag: &str, event: &SourceEvent) {
             }
             Err(error) => {
                 tracing::warn!(
-                    tag, ?event, attempt, %error, retry_in = ?pause,
+                    tag, ?event, attempt, error = %crate::error::Chain(&error), retry_in = ?pause,
                     "cacheme: source invalidation failed; retrying"
                 );
                 tokio::time::sleep(pause).await;
@@ -329,7 +347,7 @@ impl RedisChannelSource {
     /// Fails only if the URL is not a Redis URL; connecting happens later.
     pub fn new(redis_url: &str, channel: impl Into<String>) -> Result<Self> {
         let client = redis::Client::open(redis_url).map_err(|source| Error::Connect {
-            url: without_credentials(redis_url),
+            url: crate::settings::redact(redis_url),
             source,
         })?;
         Ok(Self::from_client(client, channel))
@@ -380,16 +398,6 @@ impl RedisChannelSource {
 impl InvalidationSource for RedisChannelSource {
     fn next(&mut self) -> NextEvent<'_> {
         Box::pin(async move { self.start().recv().await })
-    }
-}
-
-/// `url` without the user and password it may contain, for error messages.
-fn without_credentials(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            format!("{}***{}", &url[..scheme + 3], &url[at..])
-        }
-        _ => url.to_owned(),
     }
 }
 
@@ -472,7 +480,8 @@ fn listen(
     }
 }
 
-/// A source registered for a tag by `#[cacheme(invalid_sources = [..])]`.
+/// A source registered for a tag by `#[cacheme(invalid_sources = [..])]`
+/// (used by the code the macro generates; not public API).
 ///
 /// ```
 /// use cacheme::sources::{self, SourceRegistration, SourceEvent};
@@ -486,6 +495,7 @@ fn listen(
 ///     SourceRegistration::new("users", "user_changes", || sources::boxed(user_changes()));
 /// assert_eq!(REGISTRATION.tag, "users");
 /// ```
+#[doc(hidden)]
 #[derive(Debug)]
 pub struct SourceRegistration {
     /// The tag the source's events invalidate.
@@ -509,13 +519,15 @@ impl SourceRegistration {
 
 inventory::collect!(SourceRegistration);
 
-/// Every source registered with `#[cacheme(invalid_sources = [..])]`.
+/// Every source registered with `#[cacheme(invalid_sources = [..])]`
+/// (not public API).
 ///
 /// ```
 /// for source in cacheme::sources::registered_sources() {
 ///     println!("{} invalidates the tag {}", source.name, source.tag);
 /// }
 /// ```
+#[doc(hidden)]
 pub fn registered_sources() -> impl Iterator<Item = &'static SourceRegistration> {
     inventory::iter::<SourceRegistration>.into_iter()
 }
@@ -523,8 +535,14 @@ pub fn registered_sources() -> impl Iterator<Item = &'static SourceRegistration>
 impl Cache {
     /// Start every registered invalidation source (`#[cacheme(invalid_sources
     /// = [..])]`), each [connected](connect) to its fn's tag on this cache.
-    /// Call it once at start-up, inside a tokio runtime; abort the returned
-    /// tasks to stop them.
+    /// Call it at start-up, inside a tokio runtime; abort the returned tasks
+    /// to stop them. Only the first call starts anything: later calls on the
+    /// same cache return no tasks, so each source runs once.
+    ///
+    /// A registered source fn takes no arguments. A source that needs an
+    /// application object (a database pool, a channel receiver) is started
+    /// with [`connect`] instead, which takes any source value:
+    /// `cacheme::sources::connect(&cache, "users", my_source)`.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")]
@@ -535,6 +553,14 @@ impl Cache {
     /// # }
     /// ```
     pub fn connect_sources(&self) -> Vec<JoinHandle<()>> {
+        if self
+            .inner
+            .sources_connected
+            .swap(true, std::sync::atomic::Ordering::AcqRel)
+        {
+            tracing::debug!("cacheme: connect_sources called again; the sources already run");
+            return Vec::new();
+        }
         registered_sources()
             .map(|registration| {
                 tracing::debug!(

@@ -32,7 +32,7 @@ mod model_check;
 /// What a reader accepts and how long it waits; resolved from settings,
 /// node meta and decorator arguments.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Policy {
+pub(crate) struct Policy {
     /// Serve a stale (invalidated) value while one caller refreshes it.
     pub stale: bool,
     /// Past this age a fresh value is refreshed ahead of its expiry.
@@ -48,7 +48,7 @@ pub struct Policy {
 
 impl Policy {
     /// The oldest write time (ms) that still counts as current at `now_ms`.
-    pub fn fresh_since_ms(&self, now_ms: u64) -> u64 {
+    pub(crate) fn fresh_since_ms(&self, now_ms: u64) -> u64 {
         match self.refresh_after {
             Some(age) => now_ms.saturating_sub(age.as_millis() as u64),
             None => 0,
@@ -58,7 +58,7 @@ impl Policy {
 
 /// What a read of the value key found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Found {
+pub(crate) enum Found {
     /// Nothing under the key.
     Missing,
     /// Bytes that are not one of our values (foreign, truncated, newer format,
@@ -75,7 +75,7 @@ pub enum Found {
 
 /// What the claim script answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
+pub(crate) enum Claim {
     /// This caller holds the lease and must load, then fill or release.
     Acquired,
     /// Another caller holds the lease. The script registered this caller as a
@@ -87,7 +87,7 @@ pub enum Claim {
 
 /// The next thing the driver must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Step {
+pub(crate) enum Step {
     /// Read the value key (`GET`).
     Read,
     /// Hand the value just read to the callers waiting in this process, then
@@ -126,7 +126,7 @@ pub enum Step {
 
 /// How a read value is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Serve {
+pub(crate) struct Serve {
     /// The value was invalidated (served because the reader accepts stale data).
     pub stale: bool,
     /// Start a background refresh after serving.
@@ -135,7 +135,7 @@ pub struct Serve {
 
 impl Serve {
     /// A fresh value, no refresh.
-    pub const FRESH: Serve = Serve {
+    pub(crate) const FRESH: Serve = Serve {
         stale: false,
         refresh: false,
     };
@@ -163,7 +163,7 @@ enum Mode {
 
 /// The state machine of one caller's read (or of one background refresh).
 #[derive(Debug, Clone)]
-pub struct ReadFlow {
+pub(crate) struct ReadFlow {
     policy: Policy,
     mode: Mode,
     phase: Phase,
@@ -178,7 +178,7 @@ pub struct ReadFlow {
 
 impl ReadFlow {
     /// A caller's read.
-    pub fn read(policy: Policy) -> Self {
+    pub(crate) fn read(policy: Policy) -> Self {
         ReadFlow {
             policy,
             mode: Mode::Read,
@@ -191,7 +191,7 @@ impl ReadFlow {
     }
 
     /// A background refresh of a value that was just served.
-    pub fn refresh(policy: Policy) -> Self {
+    pub(crate) fn refresh(policy: Policy) -> Self {
         ReadFlow {
             mode: Mode::Refresh,
             phase: Phase::Claiming,
@@ -200,7 +200,7 @@ impl ReadFlow {
     }
 
     /// The first step.
-    pub fn start(&self) -> Step {
+    pub(crate) fn start(&self) -> Step {
         match self.mode {
             Mode::Read => Step::Read,
             Mode::Refresh => Step::Claim,
@@ -208,18 +208,18 @@ impl ReadFlow {
     }
 
     /// True while this caller holds the lease (between `Claim` and `Fill`/`Release`).
-    pub fn holds_lease(&self) -> bool {
+    pub(crate) fn holds_lease(&self) -> bool {
         self.leased
     }
 
     /// Whether readers of this flow accept stale values.
-    pub fn stale_ok(&self) -> bool {
+    pub(crate) fn stale_ok(&self) -> bool {
         self.policy.stale
     }
 
     /// The oldest write time that counts as current for the claim script: the
     /// policy's, but never a value already found undecodable.
-    pub fn fresh_since_ms(&self, now_ms: u64) -> u64 {
+    pub(crate) fn fresh_since_ms(&self, now_ms: u64) -> u64 {
         let since = self.policy.fresh_since_ms(now_ms);
         match self.undecodable {
             Some(written_at) => since.max(written_at + 1),
@@ -230,7 +230,7 @@ impl ReadFlow {
     /// A value whose payload does not decode into the caller's type (the
     /// struct changed): a miss, and the same value stays a miss for this
     /// flow, so that the claim does not report it as current again.
-    pub fn on_undecodable(&mut self, written_at_ms: u64, now_ms: u64) -> Step {
+    pub(crate) fn on_undecodable(&mut self, written_at_ms: u64, now_ms: u64) -> Step {
         self.undecodable = Some(written_at_ms);
         self.on_read(Found::Unreadable, now_ms)
     }
@@ -245,7 +245,7 @@ impl ReadFlow {
     }
 
     /// The result of a `Read`.
-    pub fn on_read(&mut self, found: Found, now_ms: u64) -> Step {
+    pub(crate) fn on_read(&mut self, found: Found, now_ms: u64) -> Step {
         self.phase = Phase::Claiming;
         match self.recheck(found) {
             Found::Value {
@@ -285,12 +285,12 @@ impl ReadFlow {
     }
 
     /// The driver handed the read value to this process's waiters.
-    pub fn on_shared(&mut self) -> Step {
+    pub(crate) fn on_shared(&mut self) -> Step {
         Step::Claim
     }
 
     /// The result of a `Claim`, with what the script re-read.
-    pub fn on_claim(&mut self, claim: Claim, found: Found, now_ms: u64) -> Step {
+    pub(crate) fn on_claim(&mut self, claim: Claim, found: Found, now_ms: u64) -> Step {
         let found = self.recheck(found);
         match claim {
             Claim::Acquired => {
@@ -343,13 +343,13 @@ impl ReadFlow {
     }
 
     /// A `Wait` ended (woken by an announcement or timed out).
-    pub fn on_wait_done(&mut self) -> Step {
+    pub(crate) fn on_wait_done(&mut self) -> Step {
         self.phase = Phase::Claiming;
         Step::Claim
     }
 
     /// The loader finished.
-    pub fn on_loaded(&mut self, ok: bool) -> Step {
+    pub(crate) fn on_loaded(&mut self, ok: bool) -> Step {
         match (ok, self.leased) {
             (true, true) => {
                 self.phase = Phase::Filling;
@@ -371,7 +371,7 @@ impl ReadFlow {
     }
 
     /// The result of a `Fill`: whether the value was stored.
-    pub fn on_filled(&mut self, stored: bool) -> Step {
+    pub(crate) fn on_filled(&mut self, stored: bool) -> Step {
         self.leased = false;
         self.finish(match self.mode {
             Mode::Read => Step::ServeLoaded { shareable: stored },
@@ -380,7 +380,7 @@ impl ReadFlow {
     }
 
     /// A `Release` finished.
-    pub fn on_released(&mut self) -> Step {
+    pub(crate) fn on_released(&mut self) -> Step {
         self.leased = false;
         self.finish(match self.mode {
             Mode::Read => Step::ServeError,
@@ -390,7 +390,7 @@ impl ReadFlow {
 
     /// The store failed (error, timeout, breaker open) during the last step.
     /// The cache fails open: the caller still gets a value.
-    pub fn on_store_error(&mut self) -> Step {
+    pub(crate) fn on_store_error(&mut self) -> Step {
         match self.phase {
             Phase::Reading | Phase::Claiming | Phase::Waiting => {
                 if self.mode == Mode::Refresh {

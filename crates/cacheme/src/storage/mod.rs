@@ -623,7 +623,7 @@ fn record<T>(
     if let Err(error) = &result {
         report.stats.store_error();
         if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
-            tracing::warn!(%error, held_back, "cacheme store operation failed");
+            tracing::warn!(error = %crate::error::Chain(error), held_back, "cacheme store operation failed");
         }
     }
     result
