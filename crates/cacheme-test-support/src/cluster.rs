@@ -47,6 +47,19 @@ const MIGRATE_TIMEOUT_MS: u64 = 5000;
 /// Waits panic after [`DEFAULT_CLUSTER_TIMEOUT`] (see
 /// [`RedisClusterBuilder::timeout`]) with the reason and the nodes' logs.
 ///
+/// Nodes run with `cluster-node-timeout` 1000 ms (see
+/// [`RedisClusterBuilder::node_timeout`]) and
+/// `cluster-replica-validity-factor 0`, so a killed primary's replica takes
+/// over within about 2-3 s. Each node gets its own cluster bus port
+/// (`cluster-port`), since `PORT + 10000` may be taken or out of range.
+///
+/// Resharding ([`move_slot`](Self::move_slot)) drives `CLUSTER SETSLOT` and
+/// `MIGRATE` itself rather than running `redis-cli --cluster reshard`: it
+/// moves exactly the slot a test names (reshard picks the slots), it can stop
+/// in the middle of a migration ([`start_slot_migration`](Self::start_slot_migration))
+/// so that a test sees `ASK` and `TRYAGAIN`, it takes milliseconds, and a
+/// failing step names the command and the node.
+///
 /// ```no_run
 /// use cacheme_test_support::RedisCluster;
 ///
@@ -162,9 +175,10 @@ impl RedisClusterBuilder {
     ///
     /// # Panics
     ///
-    /// If fewer than 3 primaries were asked for, a node does not start,
-    /// `redis-cli` fails, or the cluster is not healthy within the timeout.
-    /// The message includes the reason and the nodes' log tails.
+    /// If fewer than 3 primaries were asked for, `redis-cli` is missing, a
+    /// node does not start, `redis-cli --cluster create` fails, or the
+    /// cluster is not healthy within the timeout. The message includes the
+    /// reason and the nodes' log tails.
     #[track_caller]
     pub fn start(self) -> RedisCluster {
         assert!(
@@ -173,6 +187,11 @@ impl RedisClusterBuilder {
              refuses fewer), got {}",
             self.primaries
         );
+        // The cluster is created with redis-cli: check it before starting
+        // six servers.
+        if let Err(message) = process::check_redis_cli() {
+            panic!("{message}");
+        }
         let count = self.primaries * (1 + self.replicas);
         let node_timeout_ms = self.node_timeout.as_millis().max(1).to_string();
         let node = RedisServer::builder()

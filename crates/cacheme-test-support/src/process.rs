@@ -186,6 +186,22 @@ where
     }
 }
 
+/// Checks that `redis-cli` can be run (`redis-cli --version`), so that a
+/// missing binary is reported at once with the install hint rather than as
+/// a server that never becomes ready.
+pub(crate) fn check_redis_cli() -> Result<(), String> {
+    let output = run_redis_cli(["--version"], Duration::from_secs(10))?;
+    if output.status.success() {
+        Ok(())
+    } else {
+        Err(format!(
+            "`{} --version` failed:\n{}",
+            default_cli_binary().display(),
+            output.describe()
+        ))
+    }
+}
+
 /// Runs `command` to completion with its output captured; `Ok(None)` if it
 /// had to be killed after `timeout`.
 fn run_with_timeout(mut command: Command, timeout: Duration) -> io::Result<Option<Output>> {

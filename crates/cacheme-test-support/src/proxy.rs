@@ -456,6 +456,8 @@ fn accept_loop(listener: &TcpListener, upstream: SocketAddr, shared: &Arc<Shared
             return;
         }
         let Ok(client) = client else {
+            // Out of file descriptors, for example: do not spin.
+            thread::sleep(Duration::from_millis(10));
             continue;
         };
         shared.counters.connections.fetch_add(1, Ordering::Relaxed);

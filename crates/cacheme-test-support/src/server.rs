@@ -241,9 +241,10 @@ impl RedisServerBuilder {
     ///
     /// # Panics
     ///
-    /// If the binary cannot be found or run, if no free port could be bound
-    /// after several attempts, or if the server does not come up within the
-    /// startup timeout. The message includes the tail of the server's log.
+    /// If the binary cannot be found or run (or, for a TLS server,
+    /// `redis-cli`), if no free port could be bound after several attempts,
+    /// or if the server does not come up within the startup timeout. The
+    /// message includes the tail of the server's log.
     #[track_caller]
     pub fn start(self) -> RedisServer {
         let binary = self.binary.unwrap_or_else(process::default_server_binary);
@@ -260,6 +261,12 @@ impl RedisServerBuilder {
                 client_auth.unwrap_or_default(),
             )),
         };
+        if tls.is_some() {
+            // TLS servers are probed with redis-cli.
+            if let Err(message) = process::check_redis_cli() {
+                panic!("{message}");
+            }
+        }
         let mut last_failure = String::new();
         for _ in 0..PORT_ATTEMPTS {
             let mut server = RedisServer {

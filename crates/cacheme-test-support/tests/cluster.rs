@@ -4,6 +4,7 @@
 //! CI's 2 CPUs).
 
 use std::collections::HashSet;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cacheme_test_support::{CLUSTER_SLOTS, RedisCluster};
@@ -140,4 +141,29 @@ fn cluster_serves_all_slots_reshards_fails_over_and_takes_a_node_back() {
         failover_time < Duration::from_secs(15),
         "failover took {failover_time:?}"
     );
+
+    // Drop stops every node and removes every directory.
+    let nodes: Vec<(u32, PathBuf)> = cluster
+        .node_addrs()
+        .into_iter()
+        .map(|addr| {
+            let node = cluster.node(addr);
+            let dir = node.log_path().parent().expect("dir").to_path_buf();
+            (node.pid().expect("running"), dir)
+        })
+        .collect();
+    drop(con);
+    drop(cluster);
+    for (pid, dir) in nodes {
+        assert!(!process_is_alive(pid), "node {pid} survived drop");
+        assert!(!dir.exists(), "{} survived drop", dir.display());
+    }
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }

@@ -88,8 +88,30 @@ fn sentinels_fail_over_on_request_and_after_a_kill() {
     let value: String = redis::cmd("GET").arg("k").query(&mut con).expect("GET");
     assert_eq!(value, "2");
 
+    // Drop stops every process, the killed one included.
+    let pids: Vec<u32> = group
+        .sentinels()
+        .iter()
+        .chain([group.server(first), group.server(replica)])
+        .filter_map(|s| s.pid())
+        .collect();
+    assert_eq!(pids.len(), 4, "three sentinels and the live data node");
+    drop(con);
+    drop(group);
+    for pid in pids {
+        assert!(!process_is_alive(pid), "{pid} survived drop");
+    }
+
     eprintln!(
         "sentinel timings: start {start_time:?}, SENTINEL FAILOVER to promotion {requested:?}, \
          old primary back as replica {rejoin_time:?}, SIGKILL to promotion {killed:?}"
     );
+}
+
+/// Whether `pid` exists and is not a zombie.
+fn process_is_alive(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
+        stat.rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with(['Z', 'X']))
+    })
 }

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use cacheme_test_support::{RedisServer, TlsCertificates, TlsClientAuth};
 
@@ -158,6 +158,52 @@ fn tls_server_with_optional_client_certificates_and_acl_users_survives_a_restart
     );
     let (ok, out) = cli(port, &[&ca], &app, &["PING"]);
     assert!(ok && out.trim() == "PONG", "users survive a restart: {out}");
+}
+
+/// Set in the child process of `missing_redis_cli_is_reported_at_once`.
+const CHILD_ENV: &str = "CACHEME_TEST_SUPPORT_CHILD";
+
+/// `REDIS_CLI_BIN` is process-global, so this runs the helper test below in
+/// a child process (this test binary) with a redis-cli that does not exist.
+#[test]
+fn missing_redis_cli_is_reported_at_once() {
+    let started = Instant::now();
+    let output = Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "child_start_tls_server",
+            "--exact",
+            "--ignored",
+            "--nocapture",
+        ])
+        .env(CHILD_ENV, "1")
+        .env("REDIS_CLI_BIN", "/nonexistent/cacheme/redis-cli")
+        .output()
+        .expect("run the child test");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(!output.status.success(), "the child must fail:\n{all}");
+    assert!(
+        all.contains("/nonexistent/cacheme/redis-cli")
+            && all.contains("apt-get install redis-tools")
+            && all.contains("$REDIS_CLI_BIN"),
+        "unexpected child output:\n{all}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "reported before any startup timeout"
+    );
+}
+
+#[test]
+#[ignore = "helper: run in a child process by missing_redis_cli_is_reported_at_once"]
+fn child_start_tls_server() {
+    if std::env::var_os(CHILD_ENV).is_none() {
+        return;
+    }
+    let _server = RedisServer::builder().tls(TlsClientAuth::Required).start();
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {
