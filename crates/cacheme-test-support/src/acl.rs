@@ -9,7 +9,7 @@
 //! may do.
 
 use std::collections::hash_map::RandomState;
-use std::fmt::Write as _;
+use std::fmt::{self, Write as _};
 use std::hash::{BuildHasher, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -18,7 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 pub(crate) const ADMIN_USER: &str = "cacheme-test-admin";
 
 /// What the `default` user may do.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) enum DefaultUser {
     /// `nopass`: anyone may connect without credentials.
     Open,
@@ -29,7 +29,7 @@ pub(crate) enum DefaultUser {
 }
 
 /// One ACL user asked for by a test.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub(crate) struct AclUser {
     pub(crate) name: String,
     pub(crate) password: String,
@@ -37,11 +37,43 @@ pub(crate) struct AclUser {
 }
 
 /// The authentication of a server: its users and the admin's password.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct Auth {
     pub(crate) default_user: DefaultUser,
     pub(crate) users: Vec<AclUser>,
     pub(crate) admin_password: String,
+}
+
+// Debug output (of a builder, in a failing test's message) shows users and
+// rules, never passwords.
+
+impl fmt::Debug for DefaultUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            DefaultUser::Open => f.write_str("Open"),
+            DefaultUser::Password(_) => f.write_str("Password(<redacted>)"),
+            DefaultUser::Disabled => f.write_str("Disabled"),
+        }
+    }
+}
+
+impl fmt::Debug for AclUser {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("AclUser")
+            .field("name", &self.name)
+            .field("password", &"<redacted>")
+            .field("rules", &self.rules)
+            .finish()
+    }
+}
+
+impl fmt::Debug for Auth {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Auth")
+            .field("default_user", &self.default_user)
+            .field("users", &self.users)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Auth {
@@ -174,6 +206,22 @@ mod tests {
     fn userinfo_is_percent_encoded() {
         assert_eq!(url_userinfo("app", "p@ss:w/rd"), "app:p%40ss%3Aw%2Frd@");
         assert_eq!(url_userinfo("", "pw"), ":pw@");
+    }
+
+    #[test]
+    fn debug_output_holds_no_password() {
+        let auth = Auth {
+            default_user: DefaultUser::Password("pw-default".into()),
+            users: vec![AclUser {
+                name: "app".into(),
+                password: "pw-app".into(),
+                rules: "+@all".into(),
+            }],
+            admin_password: "pw-admin".into(),
+        };
+        let debug = format!("{auth:?}");
+        assert!(debug.contains("app") && debug.contains("+@all"), "{debug}");
+        assert!(!debug.contains("pw-"), "{debug}");
     }
 
     #[test]

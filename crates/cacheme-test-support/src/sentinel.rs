@@ -70,7 +70,7 @@ pub struct SentinelGroup {
 ///     .start();
 /// assert!(group.primary_url().starts_with("redis://default:s3cret@127.0.0.1:"));
 /// ```
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SentinelGroupBuilder {
     down_after: Duration,
     failover_timeout: Duration,
@@ -86,6 +86,17 @@ impl Default for SentinelGroupBuilder {
             timeout: DEFAULT_SENTINEL_TIMEOUT,
             password: None,
         }
+    }
+}
+
+impl fmt::Debug for SentinelGroupBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SentinelGroupBuilder")
+            .field("down_after", &self.down_after)
+            .field("failover_timeout", &self.failover_timeout)
+            .field("timeout", &self.timeout)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .finish()
     }
 }
 

@@ -53,12 +53,22 @@ pub struct RedisServer {
 /// A configuration file written into the server's directory before its
 /// first start and passed as the first argument (sentinels need one, since
 /// they rewrite it).
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ConfigFile {
     pub(crate) name: &'static str,
     pub(crate) contents: String,
     /// Run `redis-server FILE --sentinel`.
     pub(crate) sentinel: bool,
+}
+
+impl fmt::Debug for ConfigFile {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The contents may hold a password (`sentinel auth-pass`).
+        f.debug_struct("ConfigFile")
+            .field("name", &self.name)
+            .field("sentinel", &self.sentinel)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Builder for a [`RedisServer`] with extra configuration.

@@ -148,3 +148,17 @@ fn user_url_of_an_unknown_user_panics() {
 fn passwords_with_spaces_are_refused() {
     let _ = RedisServer::builder().requirepass("two words");
 }
+
+#[test]
+fn builders_do_not_show_passwords() {
+    let builder =
+        RedisServer::builder()
+            .requirepass("pw-default")
+            .acl_user("app", "pw-app", "~CM:* +@all");
+    let debug = format!("{builder:?}");
+    assert!(debug.contains("app") && debug.contains("~CM:*"), "{debug}");
+    assert!(!debug.contains("pw-"), "{debug}");
+    let sentinel = cacheme_test_support::SentinelGroup::builder().requirepass("pw-group");
+    let debug = format!("{sentinel:?}");
+    assert!(!debug.contains("pw-"), "{debug}");
+}

@@ -243,6 +243,45 @@ fn resp3_pushes_are_deliveries_and_arrays_are_not() {
     assert_eq!(stats.deliveries_duplicated, 1);
 }
 
+/// Pattern and sharded deliveries count too, in RESP2.
+#[test]
+fn resp2_pmessage_and_smessage_are_deliveries() {
+    let server = RedisServer::start();
+    let proxy = FaultProxy::start(server.addr());
+    let mut publisher = server.connection();
+    let mut client = Resp3Client::connect(proxy.addr());
+    client.send(&["PSUBSCRIBE", "ev*"]);
+    assert!(client.frame().starts_with("*3\r\n$10\r\npsubscribe"));
+    client.send(&["SSUBSCRIBE", "shard"]);
+    assert!(client.frame().starts_with("*3\r\n$10\r\nssubscribe"));
+
+    proxy.drop_next(1);
+    publish(&mut publisher, "lost");
+    publish(&mut publisher, "kept");
+    assert_eq!(
+        client.frame(),
+        format!("*4\r\n$8\r\npmessage\r\n$3\r\nev*\r\n$6\r\n{CHANNEL}\r\n$4\r\nkept\r\n")
+    );
+    proxy.duplicate_next(1);
+    let _: i64 = redis::cmd("SPUBLISH")
+        .arg("shard")
+        .arg("s1")
+        .query(&mut publisher)
+        .expect("SPUBLISH");
+    let smessage = "*3\r\n$8\r\nsmessage\r\n$5\r\nshard\r\n$2\r\ns1\r\n";
+    assert_eq!(client.frame(), smessage);
+    assert_eq!(client.frame(), smessage);
+    let stats = proxy.stats();
+    assert_eq!(
+        (
+            stats.deliveries,
+            stats.deliveries_dropped,
+            stats.deliveries_duplicated
+        ),
+        (3, 1, 1)
+    );
+}
+
 #[test]
 fn stall_leaves_connections_open_and_cut_closes_them() {
     let server = RedisServer::start();
