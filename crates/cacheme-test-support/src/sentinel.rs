@@ -298,9 +298,9 @@ impl SentinelGroup {
         panic!("no sentinel answered\n{}", self.log_tails());
     }
 
-    /// Asks a sentinel for a failover (`SENTINEL FAILOVER mymaster`,
-    /// retried while it answers that no replica is suitable yet or a
-    /// failover is in progress) and waits until a sentinel reports a new
+    /// Asks the first running sentinel for a failover (`SENTINEL FAILOVER
+    /// mymaster`, retried while it answers that no replica is suitable yet or
+    /// a failover is in progress) and waits until a sentinel reports a new
     /// primary that answers as a master. Returns the time from the request
     /// to that moment; before returning, also waits until every sentinel
     /// reports the new primary.
@@ -312,8 +312,12 @@ impl SentinelGroup {
     pub fn failover(&self) -> Duration {
         let old = self.primary_addr();
         let started = Instant::now();
-        let sentinel = &self.sentinels[0];
         let asked = wait_until(self.timeout, Duration::from_millis(100), || {
+            let sentinel = self
+                .sentinels
+                .iter()
+                .find(|s| s.is_running())
+                .ok_or("no sentinel is running")?;
             let mut con = sentinel.connect_with_timeout(QUERY_TIMEOUT)?;
             redis::cmd("SENTINEL")
                 .arg("FAILOVER")
