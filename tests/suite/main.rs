@@ -5,7 +5,8 @@
 //! One binary links the library once, and lets the tests of every area run
 //! in parallel. The tests that install the global cache are apart
 //! (`tests/global.rs`, `tests/global_decorator.rs`): the global is shared by
-//! the whole process, and these tests use the in-memory default it starts as.
+//! the whole process, and the one test here that uses it
+//! (`decorator_blocking`'s `clashing_names`) counts on its in-memory default.
 //!
 //! Run one area with `cargo test --test suite local_tier::`. Two tests start
 //! this binary again as a second process, running one test of it by its full
