@@ -22,24 +22,24 @@ fmt:
 # The herd: 4 processes x 50 tasks on one key (cold, stale on, stale off);
 # last line: `herd case=cold processes=4 tasks=50 loads=1 p50_ms=.. p99_ms=.. max_ms=..`.
 herd:
-    cargo bench --bench herd
+    cargo bench -p cacheme-benches --bench herd
 
 # The fault soak (at most 60 s): kills and restarts redis under 64 tasks;
 # last line: `faults seconds=60 calls=.. kills=.. errors_to_caller=0 wrong_values=0 recovered_ms_max=..`.
 faults:
-    cargo bench --bench faults
+    cargo bench -p cacheme-benches --bench faults
 
 # Local tier coherence across two processes (1,000 invalidations), after the
 # same for RESP3 client-side caching (`coherence impl=redis_tracking ..`);
 # last line: `coherence invalidations=1000 p50_ms=.. p99_ms=.. max_ms=.. lost=0`.
 coherence:
-    cargo bench --bench coherence
+    cargo bench -p cacheme-benches --bench coherence
 
 # The zipf trace (200,000 requests, 1,000 tasks, 100 ms loads) for naive
 # cache-aside, the `cached` crate and cacheme, counting Redis commands;
 # last line: `trace impl=cacheme requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. ..`.
 trace:
-    cargo bench --bench trace
+    cargo bench -p cacheme-benches --bench trace
 
 # The benchmarks of issue 5 (a few minutes): criterion's remote hit, local hit,
 # miss and invalidation groups (pinned to CPU 0 with their redis-server), the

@@ -32,8 +32,9 @@
 //! coherence impl=redis_tracking invalidations=1000 p50_ms=.. p99_ms=.. max_ms=.. lost=..
 //! ```
 //!
-//! `just coherence` runs it (`cargo bench --bench coherence`); under
-//! `cargo test` a 50-invalidation smoke run of each asserts `lost=0`.
+//! `just coherence` runs it (`cargo bench -p cacheme-benches --bench
+//! coherence`); under `cargo test` a 50-invalidation smoke run of each
+//! asserts `lost=0`.
 
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};

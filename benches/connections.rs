@@ -5,7 +5,7 @@
 //! on each. Figures and the command are in `docs/connections.md`.
 //!
 //! Run pinned to one CPU (client and server share it; see docs/benchmarks.md):
-//! `taskset -c 0 cargo bench --bench connections`
+//! `taskset -c 0 cargo bench -p cacheme-benches --bench connections`
 
 use std::time::{Duration, Instant};
 

@@ -4,7 +4,7 @@
 //! sleep, whose timer granularity would hide everything else); the ratio is
 //! what matters. Target: ≤ 2× the bare loader.
 //!
-//! `taskset -c 0 cargo bench --bench fail_open`
+//! `taskset -c 0 cargo bench -p cacheme-benches --bench fail_open`
 
 use std::hint::black_box;
 use std::time::Duration;

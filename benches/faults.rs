@@ -18,9 +18,9 @@
 //!
 //! Invalidations that fail while the server is down are retried by the task
 //! until they succeed (the caller decides; cacheme reports them) and only
-//! then count as done. `just faults` runs it (`cargo bench --bench faults`);
-//! under `cargo test` it runs a 4-second smoke version that asserts the two
-//! zero counts.
+//! then count as done. `just faults` runs it (`cargo bench -p
+//! cacheme-benches --bench faults`); under `cargo test` it runs a 4-second
+//! smoke version that asserts the two zero counts.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

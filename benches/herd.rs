@@ -14,8 +14,8 @@
 //!
 //! `loads` counts loader runs across all processes (an `INCR` on the server).
 //! Latencies are per call, from the common start instant. Run it with
-//! `just herd` (= `cargo bench --bench herd`); it starts its own
-//! redis-server and re-runs this binary as the child processes.
+//! `just herd` (= `cargo bench -p cacheme-benches --bench herd`); it starts
+//! its own redis-server and re-runs this binary as the child processes.
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -45,8 +45,9 @@ const SHAPE: Shape = Shape {
     interval: Duration::from_millis(50),
 };
 
-/// `cargo test --all-targets` runs this binary without `--bench`: a quick
-/// smoke run of the same program, so that CI keeps it working.
+/// `cargo test --workspace --all-targets` runs this binary without
+/// `--bench`: a quick smoke run of the same program, so that CI keeps it
+/// working.
 const SMOKE: Shape = Shape {
     processes: 2,
     tasks: 5,

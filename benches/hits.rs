@@ -36,9 +36,10 @@
 //! may run on, whether the server was pinned, the stored sizes).
 //!
 //! Run pinned to one CPU (the bench pins its redis-server to CPU 0 itself):
-//! `taskset -c 0 cargo bench --bench hits`, or `./scripts/bench` for the
-//! whole report. Under `cargo test` (criterion's test mode) every routine
-//! runs once and the tag holds 1,000 keys, so the binary takes seconds.
+//! `taskset -c 0 cargo bench -p cacheme-benches --bench hits`, or
+//! `./scripts/bench` for the whole report. Under `cargo test` (criterion's
+//! test mode) every routine runs once and the tag holds 1,000 keys, so the
+//! binary takes seconds.
 
 use std::convert::Infallible;
 use std::hint::black_box;

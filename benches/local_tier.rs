@@ -33,8 +33,8 @@
 //!
 //! Run pinned for the single-thread figures, then unpinned for the 2-thread
 //! group (the machine has 2 vCPUs):
-//! `taskset -c 0 cargo bench --bench local_tier`
-//! `cargo bench --bench local_tier -- get_hit_2_threads`
+//! `taskset -c 0 cargo bench -p cacheme-benches --bench local_tier`
+//! `cargo bench -p cacheme-benches --bench local_tier -- get_hit_2_threads`
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::hint::black_box;

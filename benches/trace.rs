@@ -59,10 +59,10 @@
 //! Targets (issue 5): for cacheme, `loads == unique`, `wall_s` ≤ 1.03 ×
 //! `floor_s`, and `redis_cmds` ≤ 0.75 × naive's in the same run.
 //!
-//! `just trace` runs it (`cargo bench --bench trace`). Under
-//! `cargo test --all-targets` (no `--bench`) a small trace (2,000 requests,
-//! 50 tasks, 10 ms loads) runs in a few seconds and asserts `loads == unique`
-//! for cacheme.
+//! `just trace` runs it (`cargo bench -p cacheme-benches --bench trace`).
+//! Under `cargo test --workspace --all-targets` (no `--bench`) a small trace
+//! (2,000 requests, 50 tasks, 10 ms loads) runs in a few seconds and asserts
+//! `loads == unique` for cacheme.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -98,8 +98,8 @@ const FULL: Shape = Shape {
     load: Duration::from_millis(100),
 };
 
-/// `cargo test --all-targets` runs this binary without `--bench`: the same
-/// program on a small trace, so that CI keeps it working.
+/// `cargo test --workspace --all-targets` runs this binary without
+/// `--bench`: the same program on a small trace, so that CI keeps it working.
 const SMOKE: Shape = Shape {
     requests: 2_000,
     keys: 4_000,

@@ -3,11 +3,12 @@
 //! `create_invalidation` use whatever cache was installed last. One test in
 //! this binary, since the global is shared by the whole process.
 
-mod common;
+#[path = "suite/fixtures.rs"]
+mod fixtures;
 
 use cacheme::{Cache, InvalidNode, Node, Pattern};
 use cacheme_test_support::RedisServer;
-use common::*;
+use fixtures::*;
 use std::convert::Infallible;
 
 #[tokio::test]

@@ -1,10 +1,8 @@
 //! Invalidation, as the seed documents it: "Invalid all keys for tag" and
 //! `create_invalidation(key=, invalid_key=, pattern=)`, alone and together.
 
-mod common;
-
+use crate::fixtures::*;
 use cacheme::{Error, Pattern};
-use common::*;
 use std::convert::Infallible;
 
 async fn load_string(cache: &cacheme::Cache, key: &str, group: Option<&str>) {

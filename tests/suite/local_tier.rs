@@ -2,8 +2,6 @@
 //! across processes for every kind of invalidation, switched off while the
 //! event subscription is down, bounded by its capacity.
 
-mod common;
-
 use std::convert::Infallible;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -312,7 +310,7 @@ async fn every_invalidation_reaches_another_real_process() {
     subscribed(&cache).await;
     let mut child = Command::new(std::env::current_exe().expect("test binary"))
         .args([
-            "coherence_child",
+            "local_tier::coherence_child",
             "--exact",
             "--nocapture",
             "--test-threads=1",
@@ -325,7 +323,7 @@ async fn every_invalidation_reaches_another_real_process() {
     let mut to_child = child.stdin.take().expect("stdin");
     let mut from_child = BufReader::new(child.stdout.take().expect("stdout")).lines();
     let mut expect = move |prefix: String| -> String {
-        // (libtest may print `test coherence_child ... ` on the same line.)
+        // (libtest may print `test local_tier::coherence_child ... ` on the same line.)
         for line in from_child.by_ref() {
             let line = line.expect("child output");
             if let Some(at) = line.find(&prefix) {

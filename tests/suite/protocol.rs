@@ -5,8 +5,6 @@
 //! processes (each has its own flights, wake-ups and subscriber); the crash
 //! test uses a real second process: this test binary, run again.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -447,7 +445,12 @@ async fn a_crashed_loader_does_not_block_the_key() {
     use std::io::BufRead;
     let server = RedisServer::start();
     let mut child = std::process::Command::new(std::env::current_exe().expect("test binary"))
-        .args(["crash_child", "--exact", "--nocapture", "--test-threads=1"])
+        .args([
+            "protocol::crash_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env("CACHEME_CRASH_CHILD_URL", server.url())
         .stdout(std::process::Stdio::piped())
         .spawn()

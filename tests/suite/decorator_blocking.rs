@@ -1,15 +1,13 @@
 //! `#[cacheme]` on plain (blocking) fns and methods, against a real
-//! redis-server: the twins of `tests/decorator.rs`. Every test runs on a
+//! redis-server: the twins of `decorator.rs`. Every test runs on a
 //! plain test thread, with no tokio runtime anywhere: the blocking path of
 //! the runtime works without one.
-
-mod decorated;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Condvar, Mutex};
 
+use crate::fixtures::*;
 use cacheme::{Cache, cacheme};
-use decorated::*;
 use serde::Serialize;
 
 /// The loaders of `flaky_*` wait until the gate is open.
@@ -57,7 +55,7 @@ impl Cats {
     }
 
     /// "Node for better management".
-    #[cacheme(node = CatNode { id: cat.id }, cache = self.cache)]
+    #[cacheme(node = CatInfoNode { id: cat.id }, cache = self.cache)]
     fn cat_by_node(&self, cat: &Cat) -> CatInfo {
         let version = self.loads.hit();
         CatInfo::of(cat, version)
@@ -90,7 +88,7 @@ impl Cats {
 
     /// The decorator's `miss` replaces the node's; the node's `hit` stays.
     #[cacheme(
-        node = CatNode { id: cat.id },
+        node = CatInfoNode { id: cat.id },
         miss = |key: &str| log_hook(&format!("closure miss {}", cat.name), key),
         cache = self.cache
     )]
@@ -113,7 +111,7 @@ impl Cats {
     /// The seed's serializer example.
     #[cacheme(
         key = format!("{}>owner", book.cache_key()),
-        invalid_keys = [UserInvalid { id: book.owner_id }],
+        invalid_keys = [OwnerInvalid { id: book.owner_id }],
         cache = self.cache
     )]
     fn get_owner(&self, book: &Book) -> Owner {
@@ -261,7 +259,7 @@ fn node_for_better_management() {
     let tom = cats.cat_by_node(&cat(11, "Tom"));
     assert_eq!(cats.cat_by_node(&cat(11, "Tom")), tom);
     assert_eq!(cats.loads.get(), 1);
-    let manager = cats.cache.objects::<CatNode>();
+    let manager = cats.cache.objects::<CatInfoNode>();
     assert_eq!(manager.get_blocking(11), Some(tom));
     let ttl = pttl(&cats.cache, "cat:11");
     assert!(ttl > 290_000 && ttl <= 300_000, "the node's ttl: {ttl}");
@@ -371,7 +369,7 @@ fn invalid_keys_from_the_result() {
     assert_eq!(cats.book(100), book);
     assert_eq!(cats.loads.get(), 1);
     cats.cache
-        .invalid_objects::<UserInvalid>()
+        .invalid_objects::<OwnerInvalid>()
         .invalid_blocking(200)
         .expect("invalidation");
     // stale = false: even a reader that does not load sees nothing now.
@@ -408,7 +406,7 @@ fn the_default_key_never_mixes_arguments() {
     assert_eq!(cats.loads.get(), 5);
     let keys = stored_keys(&cats.cache);
     assert!(
-        keys.contains(&"decorator_blocking::Cats::describe:%22a%22:%22b%3Ac%22".to_owned()),
+        keys.contains(&"suite::decorator_blocking::Cats::describe:%22a%22:%22b%3Ac%22".to_owned()),
         "{keys:?}"
     );
 }

@@ -1,12 +1,10 @@
 //! What is stored, and how: the envelope, bad values under our keys, the
 //! key layout, and indexes that never outgrow the live keys.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::fixtures::*;
 use cacheme::__private::wire::{Envelope, MAGIC, State, VERSION};
-use common::*;
 use std::convert::Infallible;
 
 fn raw_get(conn: &mut redis::Connection, key: &str) -> Option<Vec<u8>> {

@@ -5,16 +5,14 @@
 //! Book/User serializer example, `c.cacheme_result`), and what the Rust form
 //! adds (the default key, `Result` and `Option` returns, error sharing,
 //! generic fns, the shapes of methods). The blocking twins are in
-//! `tests/decorator_blocking.rs`.
-
-mod decorated;
+//! `decorator_blocking.rs`.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::fixtures::*;
 use cacheme::{Cache, cacheme};
-use decorated::*;
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -43,7 +41,7 @@ impl Cats {
     }
 
     /// "Node for better management": `node=lambda c: CatNode(cat=c.cat)`.
-    #[cacheme(node = CatNode { id: cat.id }, cache = self.cache)]
+    #[cacheme(node = CatInfoNode { id: cat.id }, cache = self.cache)]
     async fn cat_by_node(&self, cat: &Cat) -> CatInfo {
         let version = self.loads.hit();
         CatInfo::of(cat, version)
@@ -61,7 +59,7 @@ impl Cats {
     }
 
     /// "Invalid all keys for tag": `tag='cats'`.
-    #[cacheme(key = format!("tagged:{}", cat.name), tag = "cats", cache = self.cache)]
+    #[cacheme(key = format!("tagged:{}", cat.name), tag = "async_cats", cache = self.cache)]
     async fn tagged_cat(&self, cat: &Cat) -> CatInfo {
         let version = self.loads.hit();
         CatInfo::of(cat, version)
@@ -77,7 +75,7 @@ impl Cats {
     /// Hooks that see the arguments (the seed's container `c`) are closures;
     /// the decorator's `hit` replaces the node's, the node's `miss` stays.
     #[cacheme(
-        node = CatNode { id: cat.id },
+        node = CatInfoNode { id: cat.id },
         hit = |key: &str, info: &CatInfo| log_hook(&format!("closure hit {} {}", cat.name, info.id), key),
         cache = self.cache
     )]
@@ -101,7 +99,7 @@ impl Cats {
     /// `invalid_keys=lambda c: [c.obj.owner.cache_key]`.
     #[cacheme(
         key = format!("{}>owner", book.cache_key()),
-        invalid_keys = [UserInvalid { id: book.owner_id }],
+        invalid_keys = [OwnerInvalid { id: book.owner_id }],
         cache = self.cache
     )]
     async fn get_owner(&self, book: &Book) -> Owner {
@@ -259,7 +257,7 @@ async fn node_for_better_management() {
     assert_eq!(cats.loads.get(), 1);
 
     // The value is the node's: its manager sees it, its ttl applies, and its hooks ran.
-    let manager = cats.cache.objects::<CatNode>();
+    let manager = cats.cache.objects::<CatInfoNode>();
     assert_eq!(manager.get(1).await, Some(tom.clone()));
     let ttl = pttl(&cats.cache, "cat:1");
     assert!(
@@ -281,7 +279,7 @@ async fn node_for_better_management() {
 async fn decorator_hooks_replace_the_nodes() {
     let cats = Cats::new();
     let cat = cat(77, "Hooked");
-    // Other tests share CatNode's hook log: 77 is this test's own id.
+    // Other tests share CatInfoNode's hook log: 77 is this test's own id.
     cats.node_with_hit(&cat).await;
     cats.node_with_hit(&cat).await;
     assert_eq!(
@@ -325,46 +323,26 @@ async fn invalid_all_keys_for_tag() {
     // The tag is registered with the fn's spec.
     let tag = cacheme::tags()
         .into_iter()
-        .find(|tag| tag.name() == "cats")
-        .expect("the tag `cats` is registered");
+        .find(|tag| tag.name() == "async_cats")
+        .expect("the tag `async_cats` is registered");
     let spec = tag.specs()[0];
     assert!(spec.is_function());
     assert!(
-        spec.name().ends_with("decorator::tagged_cat"),
+        spec.name().ends_with("suite::decorator::tagged_cat"),
         "{}",
         spec.name()
     );
 
     // "Invalid will delete keys directly, no stale data."
-    assert_eq!(cats.cache.tag("cats").invalid().await.expect("tag"), 2);
+    assert_eq!(
+        cats.cache.tag("async_cats").invalid().await.expect("tag"),
+        2
+    );
     assert!(stored_keys(&cats.cache).is_empty());
     assert_eq!(
         cats.tagged_cat(&cat(1, "Tom")).await,
         CatInfo::of(&cat(1, "Tom"), 3)
     );
-}
-
-/// The default tag is the fn's name; on the global cache, `cacheme::tag(..)`
-/// finds it. (The only test of this binary that uses the global cache.)
-#[cacheme(key = format!("global:{id}"))]
-async fn global_cat(id: u64) -> String {
-    GLOBAL_LOADS.hit();
-    format!("cat {id}")
-}
-
-static GLOBAL_LOADS: Counter = Counter::new();
-
-#[tokio::test]
-async fn the_global_cache_and_the_default_tag() {
-    let global = cache();
-    cacheme::install(global.clone());
-    assert_eq!(global_cat(1).await, "cat 1");
-    assert_eq!(global_cat(1).await, "cat 1");
-    assert_eq!(GLOBAL_LOADS.get(), 1);
-    assert!(is_stored(&global, "global:1"));
-    assert_eq!(cacheme::tag("global_cat").invalid().await.expect("tag"), 1);
-    assert_eq!(global_cat(1).await, "cat 1");
-    assert_eq!(GLOBAL_LOADS.get(), 2);
 }
 
 #[tokio::test]
@@ -431,7 +409,7 @@ async fn book_owner_serializer_example() {
     };
     assert_eq!(lookup().get().await, Some(fresh));
     cats.cache
-        .invalid_objects::<UserInvalid>()
+        .invalid_objects::<OwnerInvalid>()
         .invalid(200)
         .await
         .expect("invalidation");
@@ -491,11 +469,11 @@ async fn the_default_key_never_mixes_arguments() {
     let keys = stored_keys(&cats.cache);
     assert_eq!(keys.len(), 5);
     assert!(
-        keys.contains(&"decorator::Cats::describe:%22a%3Ab%22:%22c%22".to_owned()),
+        keys.contains(&"suite::decorator::Cats::describe:%22a%3Ab%22:%22c%22".to_owned()),
         "{keys:?}"
     );
     assert!(
-        keys.iter().all(|key| key.matches(':').count() == 6),
+        keys.iter().all(|key| key.matches(':').count() == 8),
         "{keys:?}"
     );
 }
@@ -588,7 +566,7 @@ async fn generic_fns_key_each_type_apart() {
     assert_eq!(cats.loads.get(), 2, "same JSON, different types: two keys");
     let keys = stored_keys(&cats.cache);
     assert!(
-        keys.contains(&"decorator::Cats::count<u8>:%5B1%2C2%5D".to_owned()),
+        keys.contains(&"suite::decorator::Cats::count<u8>:%5B1%2C2%5D".to_owned()),
         "{keys:?}"
     );
 }

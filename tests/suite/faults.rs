@@ -6,8 +6,6 @@
 //! The time bounds asserted here are hang detectors (several times the
 //! per-operation timeout), not performance measurements.
 
-mod common;
-
 use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -4,15 +4,13 @@
 //! subscription that survives a Redis restart, and an invalidation retried
 //! until Redis answers again. Against real redis-servers.
 
-mod decorated;
-
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::fixtures::*;
 use cacheme::sources::{self, InvalidationSource, RedisChannelSource, SourceEvent};
 use cacheme::{Cache, cacheme};
 use cacheme_test_support::RedisServer;
-use decorated::*;
 
 /// The cache of the registered fn below.
 fn source_cache() -> &'static Cache {

@@ -3,9 +3,7 @@
 //! Node", "Get a single node value". Each test runs on the memory store and
 //! on a real redis-server.
 
-mod common;
-
-use common::*;
+use crate::fixtures::*;
 use std::convert::Infallible;
 
 on_both_stores! {

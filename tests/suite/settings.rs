@@ -2,13 +2,11 @@
 //! `update_settings`): defaults, `ENABLE_CACHE` checked on every call, the
 //! prefix, TTLs, and the three ways to reach Redis.
 
-mod common;
-
 use std::time::Duration;
 
+use crate::fixtures::*;
 use cacheme::{Cache, Settings};
 use cacheme_test_support::RedisServer;
-use common::*;
 use std::convert::Infallible;
 
 #[test]

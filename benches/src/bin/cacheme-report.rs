@@ -1,6 +1,7 @@
 #![allow(missing_docs)]
 //! Writes `docs/benchmarks.md` (and its plots, `docs/benchmarks-*.png`) from
-//! the results of the last `cargo bench --bench hits`: criterion's medians
+//! the results of the last `cargo bench -p cacheme-benches --bench hits`:
+//! criterion's medians
 //! (`target/criterion/<group>/<bench>/new/estimates.json`), the per-sample
 //! times behind the plots (`.../new/sample.json`), the setup lines the hits
 //! bench printed and the trace's lines (`target/bench/hits.txt` and
@@ -8,8 +9,8 @@
 //! Measures nothing itself.
 //!
 //! `./scripts/bench` (or `just bench`) runs the benches and then this:
-//! `cargo bench --bench report`. It fails, saying what to run, when the
-//! criterion results are missing. Under `cargo test` it does nothing.
+//! `cargo run --release -p cacheme-benches --bin cacheme-report`. It fails,
+//! saying what to run, when the criterion results are missing.
 //!
 //! Text in the plots needs a TrueType font: `$BENCH_FONT`, else DejaVu Sans
 //! or Liberation Sans from the usual system paths. Without one, the plots
@@ -248,8 +249,12 @@ fn read_result(dir: &Path) -> std::result::Result<Result, String> {
 
 // ----------------------------------------------------------------- paths --
 
+/// The repository's root: this package is its `benches/` directory.
 fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("benches/ is inside the repository")
+        .to_path_buf()
 }
 
 /// Cargo's target directory, found as criterion finds it.
@@ -532,7 +537,8 @@ fn trace_section(out: &mut String, missed: &mut Vec<String>) {
     let Ok(text) = std::fs::read_to_string(&path) else {
         out.push_str(
             "Not in this run: `target/bench/trace.txt` is missing (`scripts/bench` writes it \
-             when `benches/trace.rs` exists, with `cargo bench --bench trace`).\n\n",
+             when `benches/trace.rs` exists, with `cargo bench -p cacheme-benches --bench \
+             trace`).\n\n",
         );
         return;
     };
@@ -541,11 +547,13 @@ fn trace_section(out: &mut String, missed: &mut Vec<String>) {
         .filter(|l| l.starts_with("trace ") || l.starts_with("trace:"))
         .collect();
     if lines.is_empty() {
-        out.push_str("`cargo bench --bench trace` printed no `trace ..` line.\n\n");
+        out.push_str(
+            "`cargo bench -p cacheme-benches --bench trace` printed no `trace ..` line.\n\n",
+        );
         return;
     }
     out.push_str(
-        "`cargo bench --bench trace` (200,000 requests, zipf; one line per \
+        "`cargo bench -p cacheme-benches --bench trace` (200,000 requests, zipf; one line per \
          implementation; Redis commands counted with `INFO commandstats`):\n\n```\n",
     );
     for line in &lines {
@@ -826,10 +834,6 @@ fn plot_section(
 // ------------------------------------------------------------------ main --
 
 fn main() -> ExitCode {
-    // `cargo bench` passes `--bench`; under `cargo test` there is nothing to do.
-    if !std::env::args().any(|a| a == "--bench") {
-        return ExitCode::SUCCESS;
-    }
     match report() {
         Ok(path) => {
             println!("report: wrote {}", path.display());
@@ -859,8 +863,9 @@ fn report() -> std::result::Result<PathBuf, String> {
     if !missing.is_empty() {
         return Err(format!(
             "criterion results are missing or unreadable under {}:\n  {}\n\
-             Run the benches first: `./scripts/bench` (or `taskset -c 0 cargo bench --bench hits`, \
-             then `cargo bench --bench report`).",
+             Run the benches first: `./scripts/bench` (or `taskset -c 0 cargo bench -p \
+             cacheme-benches --bench hits`, then `cargo run --release -p cacheme-benches --bin \
+             cacheme-report`).",
             dir.display(),
             missing.join("\n  ")
         ));
@@ -882,7 +887,8 @@ fn report() -> std::result::Result<PathBuf, String> {
     let mut missed = Vec::new();
     out.push_str(
         "# Benchmarks\n\n\
-         <!-- Written by `cargo bench --bench report` (benches/report.rs) from the last \
+         <!-- Written by `cargo run --release -p cacheme-benches --bin cacheme-report` \
+         (benches/src/bin/cacheme-report.rs) from the last \
          `./scripts/bench` run; do not edit by hand. -->\n\n\
          Every figure here comes from one run of `./scripts/bench` (`just bench`) on the \
          machine below, and every ratio compares two benches **of the same run**. \
@@ -890,9 +896,18 @@ fn report() -> std::result::Result<PathBuf, String> {
     );
 
     out.push_str("## How they were made\n\n```sh\n./scripts/bench\n# which runs:\n");
-    out.push_str("taskset -c 0 cargo bench --bench hits   # criterion; its redis-server pinned to CPU 0 too\n");
-    out.push_str("cargo bench --bench trace                # when benches/trace.rs exists\n");
-    out.push_str("cargo bench --bench report               # this page and its plots\n```\n\n");
+    out.push_str(
+        "taskset -c 0 cargo bench -p cacheme-benches --bench hits    \
+         # criterion; its redis-server pinned to CPU 0 too\n",
+    );
+    out.push_str(
+        "cargo bench -p cacheme-benches --bench trace                \
+         # when benches/trace.rs exists\n",
+    );
+    out.push_str(
+        "cargo run --release -p cacheme-benches --bin cacheme-report # this page and its plots\n\
+         ```\n\n",
+    );
     let (cpus, model) = cpu();
     let _ = writeln!(out, "- Machine: {cpus} CPUs, {model}");
     let _ = writeln!(

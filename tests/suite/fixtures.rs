@@ -1,0 +1,415 @@
+//! The fixtures of the integration tests: caches on the memory store and on
+//! real redis-servers, assertions on what Redis holds, counters and the hook
+//! log, and the seed's types and nodes.
+//!
+//! Two ways to get a cache:
+//! - [`Fixture`] (and [`on_both_stores!`]): a cache of the test's own, on the
+//!   memory store or on a redis-server started for the test;
+//! - [`cache()`]: a cache on the binary's one redis-server ([`server()`]),
+//!   under a key prefix of its own, so that tests running in parallel never
+//!   see each other's keys (the `#[cacheme]` tests).
+//!
+//! Node types and `#[cacheme]` fns register their tags in one process-wide
+//! registry, which `cacheme::tags()` and `cacheme::tag(..)` read: a test
+//! that counts a tag's members uses a tag of its own (`cats` here,
+//! `async_cats` in decorator.rs, `blocking_cats`, `source_cats`, `prices`).
+//!
+//! Also compiled into `tests/global.rs` and `tests/global_decorator.rs`
+//! (`#[path]`), the binaries of the tests that install the global cache.
+#![allow(dead_code, unreachable_pub, missing_docs, unused_macros)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use cacheme::{Cache, InvalidNode, Node};
+use cacheme_test_support::RedisServer;
+use serde::{Deserialize, Serialize};
+
+// ---------------------------------------------------------------- caches --
+
+/// A cache for one test, with its server when it is on Redis.
+pub struct Fixture {
+    pub cache: Cache,
+    pub server: Option<RedisServer>,
+}
+
+impl Fixture {
+    pub fn memory() -> Self {
+        Fixture {
+            cache: Cache::builder().build().expect("memory cache"),
+            server: None,
+        }
+    }
+
+    pub fn redis() -> Self {
+        let server = RedisServer::start();
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .build()
+            .expect("a valid redis url");
+        Fixture {
+            cache,
+            server: Some(server),
+        }
+    }
+
+    /// A plain connection to the test's server, for assertions on raw keys.
+    pub fn redis_connection(&self) -> Option<redis::Connection> {
+        self.server.as_ref().map(RedisServer::connection)
+    }
+
+    pub fn is_redis(&self) -> bool {
+        self.server.is_some()
+    }
+}
+
+/// Define one test per store: `mod name { memory(), redis() }`.
+macro_rules! on_both_stores {
+    ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let $fx = $crate::fixtures::Fixture::memory();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let $fx = $crate::fixtures::Fixture::redis();
+                $body
+            }
+        }
+    )*};
+}
+
+/// The test binary's redis-server (killed by its watchdog when the binary exits).
+pub fn server() -> &'static RedisServer {
+    static SERVER: OnceLock<RedisServer> = OnceLock::new();
+    SERVER.get_or_init(RedisServer::start)
+}
+
+/// A cache on the binary's server, under a key prefix of its own.
+pub fn cache() -> Cache {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!("t{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+    Cache::builder()
+        .redis_url(server().url())
+        .prefix(prefix)
+        .build()
+        .expect("a valid redis url")
+}
+
+/// A plain connection to the binary's server, for assertions on what is stored.
+pub fn redis() -> redis::Connection {
+    server().connection()
+}
+
+// ------------------------------------------------------ what Redis holds --
+
+/// The Redis key holding the value of `key` in `cache`.
+pub fn value_key(cache: &Cache, key: &str) -> String {
+    format!("{}{{{key}}}", cache.prefix())
+}
+
+/// Whether a value is stored under `key` in `cache` (on the binary's server).
+pub fn is_stored(cache: &Cache, key: &str) -> bool {
+    let exists: bool = redis::cmd("EXISTS")
+        .arg(value_key(cache, key))
+        .query(&mut redis())
+        .expect("EXISTS");
+    exists
+}
+
+/// The remaining time to live of `key`'s value, in ms (-1: none, -2: no value).
+pub fn pttl(cache: &Cache, key: &str) -> i64 {
+    redis::cmd("PTTL")
+        .arg(value_key(cache, key))
+        .query(&mut redis())
+        .expect("PTTL")
+}
+
+/// The cache keys stored under `cache`'s prefix, sorted.
+pub fn stored_keys(cache: &Cache) -> Vec<String> {
+    let pattern = format!("{}{{*", cacheme::key::escape_glob(cache.prefix()));
+    let mut keys: Vec<String> = redis::cmd("KEYS")
+        .arg(pattern)
+        .query(&mut redis())
+        .expect("KEYS");
+    keys.retain(|key| !key.ends_with(":lease") && !key.ends_with(":invalid"));
+    let mut keys: Vec<String> = keys
+        .into_iter()
+        .filter_map(|key| {
+            let inner = key.strip_prefix(cache.prefix())?.strip_prefix('{')?;
+            Some(inner.strip_suffix('}')?.to_owned())
+        })
+        .collect();
+    keys.sort();
+    keys
+}
+
+/// The members of the dependency group `group` in `cache`.
+pub fn group_members(cache: &Cache, group: &str) -> Vec<String> {
+    let mut members: Vec<String> = redis::cmd("ZRANGE")
+        .arg(format!("{}{{{group}}}:invalid", cache.prefix()))
+        .arg(0)
+        .arg(-1)
+        .query(&mut redis())
+        .expect("ZRANGE");
+    members.sort();
+    members
+}
+
+/// Every key on the server, sorted.
+pub fn redis_keys(conn: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).expect("KEYS");
+    keys.sort();
+    keys
+}
+
+/// The Redis Cluster hash slot of a key (CRC16/XMODEM of its hash tag, mod 16384).
+pub fn hash_slot(key: &str) -> u16 {
+    let bytes = key.as_bytes();
+    let tagged = match bytes.iter().position(|&b| b == b'{') {
+        Some(open) => match bytes[open + 1..].iter().position(|&b| b == b'}') {
+            Some(len) if len > 0 => &bytes[open + 1..open + 1 + len],
+            _ => bytes,
+        },
+        None => bytes,
+    };
+    let mut crc: u16 = 0;
+    for &byte in tagged {
+        crc ^= u16::from(byte) << 8;
+        for _ in 0..8 {
+            crc = if crc & 0x8000 != 0 {
+                (crc << 1) ^ 0x1021
+            } else {
+                crc << 1
+            };
+        }
+    }
+    crc % 16384
+}
+
+// --------------------------------------------------------------- waiting --
+
+/// Wait until `ready` holds, for at most five seconds.
+pub fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// [`wait_until`] for async tests.
+pub async fn wait_until_async(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+// -------------------------------------------------------------- counting --
+
+/// Counts loader runs.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    pub const fn new() -> Self {
+        Counter(AtomicU64::new(0))
+    }
+    pub fn hit(&self) -> u64 {
+        self.0.fetch_add(1, Ordering::SeqCst) + 1
+    }
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+}
+
+/// Hook calls, as (event, key), from every test of the binary.
+static HOOKS: Mutex<Vec<(String, String)>> = Mutex::new(Vec::new());
+
+pub fn log_hook(event: &str, key: &str) {
+    HOOKS
+        .lock()
+        .expect("hook log")
+        .push((event.to_owned(), key.to_owned()));
+}
+
+/// How many times `event` was logged for `key` (tests use keys of their own).
+pub fn hook_calls(event: &str, key: &str) -> usize {
+    HOOKS
+        .lock()
+        .expect("hook log")
+        .iter()
+        .filter(|(e, k)| e == event && k == key)
+        .count()
+}
+
+// ------------------------------------------------------ the seed's types --
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Cat {
+    pub id: u64,
+    pub name: String,
+}
+
+pub fn cat(id: u64, name: &str) -> Cat {
+    Cat {
+        id,
+        name: name.to_owned(),
+    }
+}
+
+/// The seed's `CatNode`: one field, a ttl, stale data accepted.
+#[derive(Debug, Node)]
+#[node(key = "cat:{id}", value = Cat, ttl = 300)]
+pub struct CatNode {
+    pub id: u64,
+}
+
+/// A node with two fields, in the dependency group of its owner, that does
+/// not accept stale data (the seed's `Meta: stale = False`).
+#[derive(Debug, Node)]
+#[node(key = "owner:{owner_id}:cat:{id}", value = Cat, stale = false, tag = "cats", invalid_nodes = Self::groups)]
+pub struct OwnedCatNode {
+    pub owner_id: u64,
+    pub id: u64,
+}
+
+impl OwnedCatNode {
+    fn groups(&self) -> UserInvalid {
+        UserInvalid { id: self.owner_id }
+    }
+}
+
+/// The seed's `InvalidNode`: `user:{id}`.
+#[derive(Debug, InvalidNode)]
+#[invalid_node(key = "user:{id}")]
+pub struct UserInvalid {
+    pub id: u64,
+}
+
+/// A node whose key is written by hand (the seed's `def key(self)`), with
+/// hit and miss hooks that log their calls.
+#[derive(Debug, Node)]
+#[node(key = Self::cache_key, value = String, hit = Self::on_hit, miss = Self::on_miss, version = "v2")]
+pub struct HookedNode {
+    pub name: String,
+}
+
+impl HookedNode {
+    fn cache_key(&self) -> String {
+        format!("hooked:{}", cacheme::key::escape(&self.name))
+    }
+    fn on_hit(&self, key: &str, value: &String) {
+        assert_eq!(value, &format!("value of {}", self.name));
+        log_hook("hit", key);
+    }
+    fn on_miss(&self, key: &str) {
+        log_hook("miss", key);
+    }
+}
+
+/// A node with a one-second TTL.
+#[derive(Debug, Node)]
+#[node(key = "short:{id}", value = u64, ttl = 1)]
+pub struct ShortNode {
+    pub id: u64,
+}
+
+/// What the seed's `some_function(cat)` returns.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatInfo {
+    pub id: u64,
+    pub description: String,
+}
+
+impl CatInfo {
+    pub fn of(cat: &Cat, version: u64) -> Self {
+        CatInfo {
+            id: cat.id,
+            description: format!("{} (v{version})", cat.name),
+        }
+    }
+}
+
+/// The seed's `CatNode` of its decorator examples (`node=lambda c:
+/// CatNode(cat=c.cat)`): a cat's info, with hooks that log their calls.
+#[derive(Debug, Node)]
+#[node(key = "cat:{id}", value = CatInfo, ttl = 300, hit = Self::on_hit, miss = Self::on_miss)]
+pub struct CatInfoNode {
+    pub id: u64,
+}
+
+impl CatInfoNode {
+    fn on_hit(&self, key: &str, _: &CatInfo) {
+        log_hook("node hit", key);
+    }
+    fn on_miss(&self, key: &str) {
+        log_hook("node miss", key);
+    }
+}
+
+/// A node whose value may be missing (the seed's skip example returns `None`
+/// for no cat).
+#[derive(Debug, Node)]
+#[node(key = "maybe:{id}", value = Option<CatInfo>)]
+pub struct MaybeCatNode {
+    pub id: u64,
+}
+
+/// The seed's serializer example: a book and its owner.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Book {
+    pub id: u64,
+    pub owner_id: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Owner {
+    pub id: u64,
+    pub name: String,
+}
+
+impl Book {
+    /// The seed's `obj.cache_key`.
+    pub fn cache_key(&self) -> String {
+        format!("Book:{}", self.id)
+    }
+}
+
+/// The seed's `obj.owner.cache_key`, as an invalid node: `User:{id}`.
+#[derive(Debug, InvalidNode)]
+#[invalid_node(key = "User:{id}")]
+pub struct OwnerInvalid {
+    pub id: u64,
+}
+
+/// An error that can be cloned: shared with concurrent callers.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SharedError(pub String);
+
+/// An error that cannot be cloned: each caller runs the loader itself.
+#[derive(Debug, PartialEq)]
+pub struct OwnError(pub String);
+
+/// The application's error, with `From` conversions for `?`.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AppError {
+    NotFound(u64),
+    BadNumber(String),
+}
+
+impl From<std::num::ParseIntError> for AppError {
+    fn from(error: std::num::ParseIntError) -> Self {
+        AppError::BadNumber(error.to_string())
+    }
+}
