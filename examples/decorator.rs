@@ -65,6 +65,8 @@ struct CatNode {
     id: u64,
 }
 
+/// `Serialize`: `self` is part of the default key of its methods.
+#[derive(Serialize)]
 struct Shelter;
 
 impl Shelter {
@@ -78,7 +80,7 @@ impl Shelter {
         }
     }
 
-    /// No `key`: the key is the method's path and its arguments (not `self`).
+    /// No `key`: the key is the method's path, `self` and its arguments.
     #[cacheme]
     async fn toys_of(&self, name: &str, age: u32) -> Vec<String> {
         LOADS.fetch_add(1, Ordering::Relaxed);

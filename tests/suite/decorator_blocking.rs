@@ -31,10 +31,15 @@ impl Gate {
     }
 }
 
-/// The seed's serializer class, with blocking methods.
+/// The seed's serializer class, with blocking methods. `self` is part of a
+/// default key; nothing of it tells two `Cats` apart.
+#[derive(Serialize)]
 struct Cats {
+    #[serde(skip)]
     cache: Cache,
+    #[serde(skip)]
     loads: Counter,
+    #[serde(skip)]
     gate: Gate,
 }
 
@@ -406,7 +411,9 @@ fn the_default_key_never_mixes_arguments() {
     assert_eq!(cats.loads.get(), 5);
     let keys = stored_keys(&cats.cache);
     assert!(
-        keys.contains(&"suite::decorator_blocking::Cats::describe:%22a%22:%22b%3Ac%22".to_owned()),
+        keys.contains(
+            &"suite::decorator_blocking::Cats::describe:%7B%7D:%22a%22:%22b%3Ac%22".to_owned()
+        ),
         "{keys:?}"
     );
 }

@@ -2,7 +2,11 @@
 //! [`#[cacheme(...)]`](macro@cacheme) that memoizes fns and methods, and the
 //! derives `#[derive(Node)]` and `#[derive(InvalidNode)]`. Use them through
 //! `cacheme`, which re-exports all three (`use cacheme::{InvalidNode, Node,
-//! cacheme};`); the generated code refers to `::cacheme`.
+//! cacheme};`). The generated code refers to `::cacheme`; a crate that
+//! re-exports cacheme under another path names it with `crate = ..` (like
+//! serde's `#[serde(crate = "..")]`), on any of the three:
+//! `#[node(crate = my_app::cache, ..)]`, `#[invalid_node(crate = my_app::cache, ..)]`,
+//! `#[cacheme(crate = my_app::cache, ..)]`.
 //!
 //! # `#[derive(Node)]`
 //!
@@ -32,6 +36,8 @@
 //!     invalid_nodes = Self::groups,
 //!     hit = Self::on_hit,
 //!     miss = Self::on_miss,
+//!     local_ttl = 10,              // an in-process tier, whose entries live at most 10 s
+//!     local_capacity = 10000,      // and are at most 10,000 (each defaults if absent)
 //! )]
 //! struct CatNode { id: u64, owner: u64 }
 //!
@@ -117,9 +123,11 @@
 //! type has one tag and one registration, and its `SPEC` could not be
 //! registered for every instantiation. Write one concrete struct per value type.
 
-mod attrs;
-mod cacheme_attr;
-mod expand;
+mod args;
+mod cacheme;
+mod node;
+#[cfg(test)]
+mod snapshots;
 mod template;
 
 use proc_macro::TokenStream;
@@ -138,12 +146,14 @@ use syn::{DeriveInput, parse_macro_input};
 /// ```
 ///
 /// `#[node(...)]` takes `key` and `value` (required), and `ttl`,
-/// `refresh_after`, `stale`, `version`, `tag`, `invalid_nodes`, `hit` and
-/// `miss`; see the [crate documentation](crate) for each of them.
+/// `refresh_after`, `stale`, `version`, `tag`, `invalid_nodes`, `hit`,
+/// `miss`, `local_ttl`, `local_capacity` and `crate`; see the
+/// [crate documentation](crate) for each of them. A misspelt name is a
+/// compile error that suggests the right one.
 #[proc_macro_derive(Node, attributes(node))]
 pub fn derive_node(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::node(&input)
+    node::derive_node(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
@@ -161,12 +171,13 @@ pub fn derive_node(input: TokenStream) -> TokenStream {
 /// assert_eq!(UserInvalid::from(200).key(), "user:200");
 /// ```
 ///
-/// `#[invalid_node(...)]` takes only `key`: a template of the fields, or the
-/// path of a `fn(&Self) -> String`.
+/// `#[invalid_node(...)]` takes `key`: a template of the fields, or the
+/// path of a `fn(&Self) -> String`; and `crate`, the path of a re-export of
+/// cacheme.
 #[proc_macro_derive(InvalidNode, attributes(invalid_node))]
 pub fn derive_invalid_node(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
-    expand::invalid_node(&input)
+    node::derive_invalid_node(&input)
         .unwrap_or_else(syn::Error::into_compile_error)
         .into()
 }
@@ -216,15 +227,20 @@ pub fn derive_invalid_node(input: TokenStream) -> TokenStream {
 /// | `tag` | a string literal: the tag the keys are indexed under (`cacheme::tag("cats")`) | the fn's name |
 /// | `ttl` | seconds (`ttl = 300`) or a string with a unit (`"1500ms"`, `"30s"`, `"5m"`, `"2h"`, `"1d"`); the Python package's `timeout` | the cache's `default_ttl` |
 /// | `stale` | a `bool` expression: whether callers may be served a stale value while one refreshes it | the cache's setting |
-/// | `skip` | a `bool` expression: when true the body runs and the cache is not touched: `skip = cat.is_none()` | false |
+/// | `skip` | a `bool` expression, evaluated first: when true the body runs alone, and no key, node or hook is even built, nor the cache touched, so those may assume it is false: `key = format!("cat:{}", cat.unwrap().id), skip = cat.is_none()` | false |
 /// | `hit` | called with the key and the value when the value comes from the cache: a `fn(&str, &V)` path, or a closure that may use the parameters | the node's, or none |
 /// | `miss` | called with the key before the body runs: a `fn(&str)` or a closure | the node's, or none |
 /// | `invalid_sources` | fns that make [invalidation sources](https://docs.rs/cacheme/latest/cacheme/sources/) for this fn's tag: `invalid_sources = [user_changes]` with `fn user_changes() -> impl InvalidationSource`; started by `Cache::connect_sources` | none |
 /// | `cache` | the `cacheme::Cache` to use (a `Cache`, `&Cache` or `Arc<Cache>` expression): `cache = self.cache` | `cacheme::global()` |
+/// | `local_ttl` | an in-process tier in front of the store, whose entries live at most this long: seconds or a string with a unit, like `ttl` | none; 60 s with `local_capacity` |
+/// | `local_capacity` | the most entries of that tier: `local_capacity = 10000` | none; 10,000 with `local_ttl` |
+/// | `crate` | the path of the cacheme crate, for a crate that re-exports it: `crate = my_app::cache` | `::cacheme` |
 ///
-/// Nothing is silently ignored: `key`, `invalid_keys`, `tag` and
-/// `invalid_sources` next to `node` are compile errors, since the node says
-/// those itself (`#[node(key = .., invalid_nodes = .., tag = ..)]`). A
+/// Nothing is silently ignored: `key`, `invalid_keys`, `tag`,
+/// `invalid_sources`, `local_ttl` and `local_capacity` next to `node` are
+/// compile errors, since the node says those itself
+/// (`#[node(key = .., invalid_nodes = .., tag = .., local_ttl = ..)]`); so
+/// are unknown names, with a suggestion when one is close. A
 /// decorator's `hit` or `miss` replaces the node's; `ttl` and `stale` override
 /// the node's.
 ///
@@ -239,14 +255,18 @@ pub fn derive_invalid_node(input: TokenStream) -> TokenStream {
 /// (`app::Repo<app::User>::count`), so methods of different types, and
 /// instantiations of a generic fn, never share keys either.
 ///
-/// **`self` is not part of the default key.** Two instances of a type share
-/// the values of their `#[cacheme]` methods; if what a method returns
-/// depends on `self`, write the key: `key = format!("shop:{}:cat:{}", self.id, cat.id)`.
-/// `_` parameters are left out too (they cannot change the result).
+/// A method's receiver is part of its default key, serialized like the other
+/// arguments: two instances share a value only if they serialize the same.
+/// Derive `Serialize` for the type (with `#[serde(skip)]` on the fields that
+/// do not change what the methods return, such as a `Cache` or a
+/// connection pool), or write the key:
+/// `key = format!("shop:{}:cat:{}", self.id, cat.id)`. `_` parameters are
+/// left out (they cannot change the result).
 ///
-/// Every other argument must implement `serde::Serialize`, or the fn does not
-/// compile (with a message saying so). If serializing fails at run time, the
-/// call skips the cache (and says so through `tracing`).
+/// Every argument, `self` included, must implement `serde::Serialize`, or
+/// the fn does not compile (with a message saying what to do). If
+/// serializing fails at run time, the call skips the cache (and says so
+/// through `tracing`).
 ///
 /// # Return types
 ///
@@ -333,93 +353,187 @@ pub fn derive_invalid_node(input: TokenStream) -> TokenStream {
 /// A few statements around the body, calling the runtime's public API
 /// (`Cache::lookup`, `Lookup`, `IntoInvalidKeys`) and small helpers of
 /// `cacheme::__private`; the generated locals are hygienic, so the body and
-/// the arguments cannot see them. The first example above becomes (`..`
-/// stands for the `#[allow(..)]` of lints that the unreachable `return`
-/// would trip):
+/// the arguments cannot see them. What follows are real expansions, kept
+/// equal to the snapshot tests of this crate (`src/snapshots/`); `db::..`
+/// stands for your code.
+///
+/// An async fn returning a `Result`, with
+/// `#[cacheme(key = format!("cat:{}", cat.name), tag = "cats", ttl = 300, invalid_keys = format!("owner:{}", cat.owner))]`.
+/// The fn's spec is a `static`, registered with `inventory` for
+/// `cacheme::tags()`; `error_policy!` picks at compile time whether callers
+/// waiting for the same load share its error (when `E: Clone`) or each load
+/// for themselves; the unreachable `return` fixes the async block's output
+/// type, so that `?` works in the body:
 ///
 /// ```text
 /// async fn get_cat(cat: &Cat) -> Result<CatInfo, AppError> {
 ///     let spec = {
-///         static SPEC: ::cacheme::Spec =
-///             ::cacheme::Spec::function(::core::concat!(::core::module_path!(), "::get_cat"))
-///                 .with_tag("cats")
-///                 .with_ttl(::core::time::Duration::from_secs(300));
-///         ::cacheme::__private::inventory::submit! { ::cacheme::__private::Registration::new(&SPEC) }
+///         static SPEC: ::cacheme::Spec = ::cacheme::Spec::function(
+///                 ::core::concat!(::core::module_path!(), "::get_cat"),
+///             )
+///             .with_tag("cats")
+///             .with_ttl(::core::time::Duration::from_secs(300));
+///         ::cacheme::__private::inventory::submit! {
+///             ::cacheme::__private::Registration::new(& SPEC)
+///         }
 ///         &SPEC
 ///     };
+///     let errors = ::cacheme::__private::error_policy!(Result < CatInfo, AppError >);
 ///     let cache: &::cacheme::Cache = &::cacheme::global();
-///     // `E: Clone`? Then waiters share the error; otherwise each loads.
-///     let errors = ::cacheme::__private::error_policy!(Result<CatInfo, AppError>);
 ///     cache
 ///         .lookup::<CatInfo>(format!("cat:{}", cat.name))
 ///         .spec(spec)
+///         .depends_on(format!("owner:{}", cat.owner))
 ///         .share_errors(errors.share)
 ///         .load(|| async {
-///             #[allow(..)]
+///             #[allow(
+///                 unknown_lints,
+///                 unreachable_code,
+///                 clippy::diverging_sub_expression,
+///                 clippy::empty_loop,
+///                 clippy::let_unit_value,
+///                 clippy::let_with_type_underscore,
+///                 clippy::needless_return,
+///                 clippy::unreachable
+///             )]
 ///             if false {
-///                 // Fixes the block's output type, so that `?` works in the body.
 ///                 let fake_return: Result<CatInfo, AppError> = loop {};
 ///                 return fake_return;
 ///             }
-///             Ok(CatInfo { name: cat.name.clone(), toys: 3 }) // the body
+///             let info = db::load(cat).await?;
+///             Ok(info)
 ///         })
 ///         .await
 ///         .map_err(errors.unshare)
 /// }
 /// ```
 ///
-/// With a node, and a fn that returns a plain value:
-///
-/// ```text
-/// // #[cacheme(node = CatNode { id: cat.id }, skip = cat.id == 0)]
-/// async fn cat_info(&self, cat: &Cat) -> CatInfo {
-///     let cache: &::cacheme::Cache = &::cacheme::global();
-///     // Checks, once and on the node, that the node caches `CatInfo`.
-///     let node = ::cacheme::__private::MemoNode::<CatInfo, _>::new(CatNode { id: cat.id });
-///     let hit = |key: &str, value: &CatInfo| node.hit(key, value);
-///     let miss = |key: &str| node.miss(key);
-///     let loaded = node
-///         .lookup(cache)
-///         .skip(cat.id == 0)
-///         .hit(&hit)
-///         .miss(&miss)
-///         .load(|| ::cacheme::__private::infallible(async { /* as above */ }))
-///         .await;
-///     ::cacheme::__private::into_value(loaded)
-/// }
-/// ```
-///
-/// And a plain fn with groups and hooks (the second example above, without
-/// `cache = ..`):
+/// A plain fn returning a plain value, with
+/// `#[cacheme(key = format!("book:{}>owner", book.id), invalid_keys = [format!("user:{}", book.owner_id)], hit = on_hit, miss = on_miss, stale = false)]`:
 ///
 /// ```text
 /// fn book_owner(book: &Book) -> Owner {
-///     let spec = { /* as above, with `stale: Some(false)` and the tag "book_owner" */ };
-///     let cache: &::cacheme::Cache = &::cacheme::global();
+///     let spec = {
+///         static SPEC: ::cacheme::Spec = ::cacheme::Spec::function(
+///                 ::core::concat!(::core::module_path!(), "::book_owner"),
+///             )
+///             .with_tag("book_owner")
+///             .with_stale(false);
+///         ::cacheme::__private::inventory::submit! {
+///             ::cacheme::__private::Registration::new(& SPEC)
+///         }
+///         &SPEC
+///     };
 ///     let hit: ::cacheme::HitHook<'_, Owner> = &on_hit;
 ///     let miss: ::cacheme::MissHook<'_> = &on_miss;
+///     let cache: &::cacheme::Cache = &::cacheme::global();
 ///     let loaded = cache
 ///         .lookup::<Owner>(format!("book:{}>owner", book.id))
 ///         .spec(spec)
 ///         .depends_on([format!("user:{}", book.owner_id)])
 ///         .hit(hit)
 ///         .miss(miss)
-///         .load_blocking(|| ::cacheme::__private::infallible_blocking(|| -> Owner { /* the body */ }));
+///         .load_blocking(|| ::cacheme::__private::infallible_blocking(|| -> Owner {
+///             db::owner_of(book)
+///         }));
 ///     ::cacheme::__private::into_value(loaded)
 /// }
 /// ```
 ///
-/// Without `key`, the key is built first:
+/// A method without `key`, with `#[cacheme(cache = self.cache, local_ttl = 10)]`:
+/// the default key is built from `self` and the arguments; an argument that
+/// does not serialize makes the call skip the cache:
 ///
 /// ```text
-/// let key = ::cacheme::__private::DefaultKey::of(&|| ()).arg("id", &id).arg("shelf", shelf);
-/// let skip = !key.is_complete(); // an argument did not serialize
-/// cache.lookup::<Book>(key.into_string()).spec(spec).skip(skip) // ...
+/// pub fn count(&self, shelf: &str, min_pages: u32) -> usize {
+///     let spec = {
+///         static SPEC: ::cacheme::Spec = ::cacheme::Spec::function(
+///                 ::core::concat!(::core::module_path!(), "::count"),
+///             )
+///             .with_tag("count")
+///             .with_local(
+///                 ::cacheme::LocalSpec::new(
+///                     ::core::time::Duration::from_secs(10),
+///                     ::cacheme::LocalSpec::DEFAULT.capacity(),
+///                 ),
+///             );
+///         ::cacheme::__private::inventory::submit! {
+///             ::cacheme::__private::Registration::new(& SPEC)
+///         }
+///         &SPEC
+///     };
+///     let cache: &::cacheme::Cache = &(self.cache);
+///     let key = ::cacheme::__private::DefaultKey::of(&|| ())
+///         .arg("self", self)
+///         .arg("shelf", shelf)
+///         .arg("min_pages", &min_pages);
+///     let incomplete = !key.is_complete();
+///     let loaded = cache
+///         .lookup::<usize>(key.into_string())
+///         .spec(spec)
+///         .local()
+///         .skip(incomplete)
+///         .load_blocking(|| ::cacheme::__private::infallible_blocking(|| -> usize {
+///             self.books
+///                 .iter()
+///                 .filter(|b| b.shelf == shelf && b.pages >= min_pages)
+///                 .count()
+///         }));
+///     ::cacheme::__private::into_value(loaded)
+/// }
+/// ```
+///
+/// With `skip`, the skip is evaluated first, and a call that skips runs the
+/// body alone: no key or node is built, no hook called, no cache touched. With
+/// `#[cacheme(node = CatNode { id: cat.unwrap().id }, skip = cat.is_none())]`
+/// (the node's hooks are its own, `#[node(hit = .., miss = ..)]`):
+///
+/// ```text
+/// async fn cat_info(cat: Option<&Cat>) -> Option<CatInfo> {
+///     let skip: bool = cat.is_none();
+///     let node;
+///     let hit;
+///     let miss;
+///     let lookup = if skip {
+///         ::core::option::Option::None
+///     } else {
+///         let cache: &::cacheme::Cache = &::cacheme::global();
+///         node = ::cacheme::__private::MemoNode::<
+///             Option<CatInfo>,
+///             _,
+///         >::new(CatNode { id: cat.unwrap().id });
+///         hit = |key: &str, value: &Option<CatInfo>| node.hit(key, value);
+///         miss = |key: &str| node.miss(key);
+///         ::core::option::Option::Some(node.lookup(cache).hit(&hit).miss(&miss))
+///     };
+///     let loaded = ::cacheme::__private::load_unless_skipped(
+///             lookup,
+///             || ::cacheme::__private::infallible(async {
+///                 #[allow(
+///                     unknown_lints,
+///                     unreachable_code,
+///                     clippy::diverging_sub_expression,
+///                     clippy::empty_loop,
+///                     clippy::let_unit_value,
+///                     clippy::let_with_type_underscore,
+///                     clippy::needless_return,
+///                     clippy::unreachable
+///                 )]
+///                 if false {
+///                     let fake_return: Option<CatInfo> = loop {};
+///                     return fake_return;
+///                 }
+///                 db::load(cat?.id).await
+///             }),
+///         )
+///         .await;
+///     ::cacheme::__private::into_value(loaded)
+/// }
 /// ```
 #[proc_macro_attribute]
 pub fn cacheme(args: TokenStream, item: TokenStream) -> TokenStream {
     let original = proc_macro2::TokenStream::from(item.clone());
-    match cacheme_attr::expand(args.into(), item.into()) {
+    match cacheme::expand(args.into(), item.into()) {
         Ok(expanded) => expanded.into(),
         // The fn stays as written, so that its callers do not fail too.
         Err(error) => {

@@ -96,5 +96,6 @@ pub mod __private {
     pub use crate::memo::{
         DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
         ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,
+        load_blocking_unless_skipped, load_unless_skipped,
     };
 }

@@ -11,6 +11,8 @@
 //!   picked at compile time;
 //! - [`infallible`], [`infallible_blocking`], [`into_value`]: the loader and
 //!   the result of a fn whose return type is not a `Result`;
+//! - [`load_unless_skipped`], [`load_blocking_unless_skipped`]: the load of a
+//!   fn with `skip = ..`, whose lookup is not even built when the call skips;
 //! - [`MemoNode`]: the node of `#[cacheme(node = ..)]`, with one compile
 //!   error, on the node, when it caches another type than the fn returns.
 //!
@@ -321,6 +323,65 @@ pub fn into_value<T>(loaded: Result<T, LoadError<Infallible>>) -> T {
         Ok(value) => value,
         Err(LoadError::Own(never)) => match never {},
         Err(LoadError::Shared(never)) => match *never {},
+    }
+}
+
+/// The load of a `#[cacheme(skip = ..)]` fn: [`Lookup::load`], or, when the
+/// call skips the cache (`lookup` is `None`: `skip` was true, so no key, node
+/// or cache was even looked at), the loader alone.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// use cacheme::__private::load_unless_skipped;
+/// let cache = cacheme::Cache::builder().build().expect("memory store");
+/// let loader = || async { Ok::<_, std::convert::Infallible>(1) };
+/// assert_eq!(load_unless_skipped(Some(cache.lookup("one")), loader).await.ok(), Some(1));
+/// let loader = || async { Ok::<_, std::convert::Infallible>(2) };
+/// assert_eq!(load_unless_skipped(Some(cache.lookup("one")), loader).await.ok(), Some(1));
+/// let loader = || async { Ok::<_, std::convert::Infallible>(3) };
+/// assert_eq!(load_unless_skipped::<u8, _, _, _>(None, loader).await.ok(), Some(3));
+/// # }
+/// ```
+pub async fn load_unless_skipped<V, F, Fut, E>(
+    lookup: Option<Lookup<'_, V>>,
+    loader: F,
+) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Fut,
+    Fut: Future<Output = Result<V, E>>,
+    E: Send + Sync + 'static,
+{
+    match lookup {
+        Some(lookup) => lookup.load(loader).await,
+        None => loader().await.map_err(LoadError::Own),
+    }
+}
+
+/// [`load_unless_skipped`] for a plain fn: [`Lookup::load_blocking`], or the
+/// loader alone when the call skips the cache.
+///
+/// ```
+/// use cacheme::__private::load_blocking_unless_skipped;
+/// let cache = cacheme::Cache::builder().build().expect("memory store");
+/// let one = || Ok::<_, std::convert::Infallible>(1);
+/// assert_eq!(load_blocking_unless_skipped(Some(cache.lookup("one")), one).ok(), Some(1));
+/// let three = || Ok::<_, std::convert::Infallible>(3);
+/// assert_eq!(load_blocking_unless_skipped::<u8, _, _>(None, three).ok(), Some(3));
+/// ```
+pub fn load_blocking_unless_skipped<V, F, E>(
+    lookup: Option<Lookup<'_, V>>,
+    loader: F,
+) -> Result<V, LoadError<E>>
+where
+    V: CacheValue,
+    F: FnOnce() -> Result<V, E>,
+    E: Send + Sync + 'static,
+{
+    match lookup {
+        Some(lookup) => lookup.load_blocking(loader),
+        None => loader().map_err(LoadError::Own),
     }
 }
 
