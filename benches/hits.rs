@@ -48,7 +48,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use cached::macros::concurrent_cached;
-use cacheme::__private::wire::{Envelope, seal};
+use cacheme::__private::wire::{Dependency, Envelope, Header, seal};
 use cacheme::Codec;
 use cacheme::{Cache, InvalidNode, Node, cacheme};
 use cacheme_test_support::RedisServer;
@@ -537,7 +537,7 @@ fn miss_fill(bench: &Bench, group: &mut Group<'_>) {
             assert!(found.is_none(), "a cold key was found");
             let loaded = loader().await.expect("loaded");
             let payload = Codec::MessagePack.encode(&loaded).expect("encode");
-            let sealed = seal(Codec::MessagePack, now_ms(), &payload);
+            let sealed = sealed(&payload);
             let _: () = conn.set_ex(&key, sealed, TTL.as_secs()).await.expect("SET");
             loaded
         })
@@ -561,7 +561,7 @@ fn miss_fill(bench: &Bench, group: &mut Group<'_>) {
 /// `+inf` (no TTL); pipelined, 1,000 keys per MSET and per ZADD.
 async fn write_bulk(conn: &mut MultiplexedConnection, count: u64) {
     let payload = Codec::MessagePack.encode(&profile(ID)).expect("encode");
-    let envelope = seal(Codec::MessagePack, now_ms(), &payload);
+    let envelope = sealed(&payload);
     let mut pipe = redis::pipe();
     let mut start = 0;
     while start < count {
@@ -616,12 +616,10 @@ fn invalidate(bench: &Bench, group: &mut Group<'_>) {
     group.sample_size(20);
     group.bench_function("group_1000", |b| {
         b.to_async(rt).iter(|| async {
-            let marked = c
-                .invalid_objects::<Team>()
+            c.invalid_objects::<Team>()
                 .invalid(1)
                 .await
                 .expect("invalidate");
-            assert_eq!(marked, 1000);
         })
     });
 
@@ -638,9 +636,8 @@ fn invalidate(bench: &Bench, group: &mut Group<'_>) {
             for _ in 0..iters {
                 write_bulk(&mut conn, count).await;
                 let start = Instant::now();
-                let deleted = c.tag("bulk").invalid().await.expect("invalidate");
+                c.tag("bulk").invalid().await.expect("invalidate");
                 total += start.elapsed();
-                assert_eq!(deleted, count);
             }
             total
         })
@@ -700,4 +697,15 @@ fn main() {
     criterion.final_summary();
     drop(bench);
     drop(server);
+}
+
+/// A value as cacheme writes it (tag `bulk`, claimed at sequence 0).
+fn sealed(payload: &[u8]) -> Vec<u8> {
+    let header = Header {
+        codec: Codec::MessagePack,
+        written_at_ms: now_ms(),
+        claim_seq: 0,
+        dependencies: &[Dependency::Tag("bulk")],
+    };
+    seal(&header, payload).expect("short names")
 }

@@ -90,11 +90,11 @@ async fn main() {
         .expect("the loader cannot fail");
     show("get_or_load cat 1: refreshed by this caller", &cat);
 
-    let removed = cacheme::tag("CatNode")
+    cacheme::tag("CatNode")
         .invalid()
         .await
         .expect("a registered tag");
-    println!("tag CatNode invalidated: {removed} key deleted");
+    println!("tag CatNode invalidated: its values are deleted");
     println!(
         "{:<44} -> {:?}",
         "get cat 1 after the tag invalidation",

@@ -27,7 +27,7 @@ async fn the_global_cache_and_the_default_tag() {
     assert_eq!(global_cat(1).await, "cat 1");
     assert_eq!(GLOBAL_LOADS.get(), 1);
     assert!(is_stored(&global, "global:1"));
-    assert_eq!(cacheme::tag("global_cat").invalid().await.expect("tag"), 1);
+    cacheme::tag("global_cat").invalid().await.expect("tag");
     assert_eq!(global_cat(1).await, "cat 1");
     assert_eq!(GLOBAL_LOADS.get(), 2);
 }

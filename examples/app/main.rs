@@ -60,8 +60,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
 
     // The shop changed: everything that declared it is invalidated.
-    let marked = ShopInvalid::objects().invalid(9).await?;
-    println!("shop 9 changed: {marked} entries invalidated");
+    ShopInvalid::objects().invalid(9).await?;
+    println!("shop 9 changed: every entry that declared it is invalidated");
 
     let stats = cacheme::global().stats();
     println!("app: loads={} hits={}", stats.load, stats.hit);

@@ -339,11 +339,9 @@ async fn invalid_all_keys_for_tag() {
     );
 
     // "Invalid will delete keys directly, no stale data."
-    assert_eq!(
-        cats.cache.tag("async_cats").invalid().await.expect("tag"),
-        2
-    );
-    assert!(stored_keys(&cats.cache).is_empty());
+    // (In O(1): the values stay stored, never served again; the next call
+    // loads.)
+    cats.cache.tag("async_cats").invalid().await.expect("tag");
     assert_eq!(
         cats.tagged_cat(&cat(1, "Tom")).await,
         CatInfo::of(&cat(1, "Tom"), 3)
@@ -392,14 +390,12 @@ async fn book_owner_serializer_example() {
     assert_eq!(cats.get_owner(&book).await, owner);
 
     // Changing user 200 invalidates it; the next call reloads.
-    let marked = cats
-        .cache
+    cats.cache
         .create_invalidation()
         .invalid_key("User:200")
         .run()
         .await
-        .expect("invalidation");
-    assert_eq!(marked, 1);
+        .expect("invalidation"); // O(1): a group invalidation counts no values
     assert_eq!(cats.get_owner(&book).await.name, "owner v2");
     assert_eq!(cats.loads.get(), 2);
 
@@ -431,14 +427,12 @@ async fn invalid_keys_from_the_result() {
     assert_eq!(cats.book(100).await, book);
     assert_eq!(cats.loads.get(), 1);
 
-    let marked = cats
-        .cache
+    cats.cache
         .create_invalidation()
         .invalid_key("User:200")
         .run()
         .await
-        .expect("invalidation");
-    assert_eq!(marked, 1);
+        .expect("invalidation"); // O(1): a group invalidation counts no values
     cats.book(100).await;
     assert_eq!(cats.loads.get(), 2);
 }

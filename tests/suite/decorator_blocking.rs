@@ -315,8 +315,8 @@ fn invalid_all_keys_for_tag() {
     let tag = cats.cache.tag("blocking_cats");
     assert_eq!(tag.specs().len(), 1);
     assert!(tag.specs()[0].is_function());
-    assert_eq!(tag.invalid_blocking().expect("tag"), 2);
-    assert!(stored_keys(&cats.cache).is_empty());
+    // (In O(1): the values stay stored, never served again.)
+    tag.invalid_blocking().expect("tag");
     cats.tagged_cat(&cat(1, "Tom"));
     assert_eq!(cats.loads.get(), 3);
 }
@@ -354,13 +354,11 @@ fn book_owner_serializer_example() {
     assert!(is_stored(&cats.cache, "Book:100>owner"));
     assert_eq!(group_members(&cats.cache, "User:200"), ["Book:100>owner"]);
     assert_eq!(cats.get_owner(&book), owner);
-    let marked = cats
-        .cache
+    cats.cache
         .create_invalidation()
         .invalid_key("User:200")
         .run_blocking()
-        .expect("invalidation");
-    assert_eq!(marked, 1);
+        .expect("invalidation"); // O(1): a group invalidation counts no values
     assert_eq!(cats.get_owner(&book).name, "owner v2");
     assert_eq!(cats.loads.get(), 2);
 }

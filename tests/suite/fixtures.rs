@@ -152,16 +152,27 @@ pub fn stored_keys(cache: &Cache) -> Vec<String> {
     keys
 }
 
-/// The members of the dependency group `group` in `cache`.
+/// The stored values that depend on the group `group` in `cache` (each
+/// value lists its tag and groups in its envelope).
 pub fn group_members(cache: &Cache, group: &str) -> Vec<String> {
-    let mut members: Vec<String> = redis::cmd("ZRANGE")
-        .arg(format!("{}{{{group}}}:invalid", cache.prefix()))
-        .arg(0)
-        .arg(-1)
-        .query(&mut redis())
-        .expect("ZRANGE");
-    members.sort();
-    members
+    use cacheme::__private::wire::{Dependency, Envelope};
+    let mut conn = redis();
+    stored_keys(cache)
+        .into_iter()
+        .filter(|key| {
+            let bytes: Option<Vec<u8>> = redis::cmd("GET")
+                .arg(value_key(cache, key))
+                .query(&mut conn)
+                .expect("GET");
+            bytes.is_some_and(|bytes| {
+                Envelope::parse(&bytes).is_ok_and(|envelope| {
+                    envelope
+                        .dependencies()
+                        .any(|d| d == Dependency::Group(group))
+                })
+            })
+        })
+        .collect()
 }
 
 /// Every key on the server, sorted.

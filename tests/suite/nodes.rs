@@ -85,11 +85,11 @@ on_both_stores! {
                 .expect("load");
         }
         let users = fx.cache.invalid_objects::<UserInvalid>();
-        assert_eq!(users.invalid(7).await.expect("invalidation"), 2);
+        users.invalid(7).await.expect("invalidation");
         assert_eq!(owned.get((7, 1)).await, None);
         assert_eq!(owned.get((7, 2)).await, None);
         assert_eq!(owned.get((8, 3)).await, Some(cat(3, "cat")), "owner 8 is untouched");
-        assert_eq!(users.invalid(42).await.expect("invalidation"), 0);
+        users.invalid(42).await.expect("invalidation");
     }
 
     /// "Invalid from Node": `TestNode.objects.invalid()` (here `invalid_all`)
@@ -104,12 +104,12 @@ on_both_stores! {
         let owned = fx.cache.objects::<OwnedCatNode>();
         owned.get_or_load((1, 1), || async { Ok::<_, Infallible>(cat(1, "other node")) }).await.expect("load");
 
-        assert_eq!(cats.invalid_all().await.expect("invalidation"), 3);
+        cats.invalid_all().await.expect("invalidation");
         for id in 1..=3 {
             assert_eq!(cats.get(id).await, None, "deleted, not stale: even stale-on readers miss");
         }
         assert_eq!(owned.get((1, 1)).await, Some(cat(1, "other node")), "other node types stay");
-        assert_eq!(cats.invalid_all().await.expect("invalidation"), 0);
+        cats.invalid_all().await.expect("invalidation");
     }
 
     /// Nodes with several fields take a tuple of the fields, or the node itself.
@@ -161,9 +161,9 @@ on_both_stores! {
                 .expect("load");
             assert_eq!(cats.get_blocking(9), Some(tom));
             assert_eq!(cats.invalid_blocking(9).expect("invalidation"), 1);
-            assert_eq!(cats.invalid_all_blocking().expect("invalidation"), 1);
+            cats.invalid_all_blocking().expect("invalidation");
             assert_eq!(cats.get_blocking(9), None);
-            assert_eq!(cache.invalid_objects::<UserInvalid>().invalid_blocking(1).expect("invalidation"), 0);
+            cache.invalid_objects::<UserInvalid>().invalid_blocking(1).expect("invalidation");
         })
         .await
         .expect("blocking test");

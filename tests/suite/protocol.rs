@@ -470,11 +470,19 @@ async fn a_crashed_loader_does_not_block_the_key() {
     child.kill().expect("kill -9 the child");
     child.wait().expect("reap the child");
 
-    let lease: Option<String> = redis::cmd("GET")
-        .arg("CM:{crash}:lease")
+    // A cold key's lease is its loader's placeholder in the value key.
+    let held: Option<Vec<u8>> = redis::cmd("GET")
+        .arg("CM:{crash}")
         .query(&mut server.connection())
         .expect("GET");
-    assert!(lease.is_some(), "the dead process's lease is still there");
+    let held = held.expect("the dead process's lease is still there");
+    assert!(
+        matches!(
+            cacheme::__private::wire::Stored::parse(&held),
+            Ok(cacheme::__private::wire::Stored::Loading { .. })
+        ),
+        "a placeholder: {held:?}"
+    );
 
     let cache = redis_cache(&server);
     cache.update_settings(|s| {

@@ -14,11 +14,10 @@ fn defaults_are_the_seeds() {
     let settings = Settings::default();
     assert!(settings.stale, "STALE: True");
     assert_eq!(settings.herd_retries, 5, "THUNDERING_HERD_RETRY_COUNT: 5");
-    assert_eq!(
-        settings.herd_interval,
-        Duration::from_millis(20),
-        "THUNDERING_HERD_RETRY_TIME: 20"
-    );
+    // The seed polled every 20 ms; waiters here are woken by the fill, so
+    // the interval is only a bound, and longer: 5 × 1 s covers loads of up
+    // to ~5 s with one load (5 × 20 ms sent waiters to load after 100 ms).
+    assert_eq!(settings.herd_interval, Duration::from_secs(1));
     assert_eq!(settings.default_ttl, None);
     assert!(settings.op_timeout < Duration::from_secs(1));
     let cache = Cache::builder().build().expect("memory");
@@ -125,11 +124,9 @@ async fn prefix_starts_every_key() {
         keys.contains(&"MYCACHE:{owner:1:cat:2}".to_owned()),
         "{keys:?}"
     );
-    assert!(
-        keys.contains(&"MYCACHE:{user:1}:invalid".to_owned()),
-        "{keys:?}"
-    );
-    assert!(keys.contains(&"MYCACHE:tag:{cats}".to_owned()), "{keys:?}");
+    // Tags and groups have no keys of their own (they live in the values'
+    // envelopes); the invalidation sequence does.
+    assert!(keys.contains(&"MYCACHE:{inv}:seq".to_owned()), "{keys:?}");
 }
 
 /// Two caches in one process, with different prefixes on one server, do
@@ -156,13 +153,10 @@ async fn two_caches_in_one_process() {
         .get_or_load(1, || async { Ok::<_, Infallible>(cat(1, "from b")) })
         .await
         .expect("load");
-    assert_eq!(
-        a.objects::<CatNode>()
-            .invalid_all()
-            .await
-            .expect("invalidation"),
-        1
-    );
+    a.objects::<CatNode>()
+        .invalid_all()
+        .await
+        .expect("invalidation");
     assert_eq!(b.objects::<CatNode>().get(1).await, Some(cat(1, "from b")));
 }
 

@@ -109,7 +109,9 @@ async fn a_registered_redis_channel_invalidates_the_fns_tag() {
     get_cat(2).await;
     publish(server(), "cat-changes", "all");
     eventually("the tag is emptied", Duration::from_secs(5), || async {
-        !is_stored(cache, "cat:1") && !is_stored(cache, "cat:2")
+        // Deleted: not even a stale-on reader is served them.
+        let stale_ok = |key| cache.lookup::<String>(key).stale(true).get();
+        stale_ok("cat:1").await.is_none() && stale_ok("cat:2").await.is_none()
     })
     .await;
     assert_eq!(get_cat(2).await, "cat 2 v4");

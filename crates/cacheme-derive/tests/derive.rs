@@ -260,12 +260,11 @@ async fn hooks_and_manager() {
 
     // Invalidating a group the node declared marks its value stale; the
     // node does not serve stale values.
-    let marked = cache
+    cache
         .invalid_objects::<UserInvalid>()
         .invalid(410)
         .await
         .expect("memory store");
-    assert_eq!(marked, 1);
     assert_eq!(cats.get(41).await, None);
 }
 

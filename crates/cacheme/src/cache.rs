@@ -1,21 +1,23 @@
 //! The cache handle, the global instance, and the per-cache machinery
 //! (flights, wake-ups, the fill subscriber, the lease keeper).
 
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError, Weak};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
-use crate::envelope::Codec;
+use crate::codec::Codec;
+use crate::driver::Keeper;
+use crate::events::SequenceKeys;
 use crate::flight::Flights;
-use crate::key::{self, StoreKeys};
+use crate::key::StoreKeys;
 use crate::local::LocalTiers;
 use crate::lookup::Lookup;
 use crate::protocol::Policy;
 use crate::settings::{CacheBuilder, Settings, Source};
+use crate::stamps::Stamps;
 use crate::stats::{Stats, StatsSnapshot};
-use crate::storage::{self, Backend, Expiry, IndexAdd, MemoryStore, RedisStore, Reporting};
+use crate::storage::{self, Backend, MemoryStore, RedisStore, Reporting};
 use crate::wakeups::Wakeups;
 use crate::{Error, Result};
 
@@ -57,12 +59,16 @@ pub(crate) struct Inner {
     /// The local tiers, and their coherence.
     pub(crate) local: LocalTiers,
     warn_gate: crate::breaker::WarnGate,
-    /// Last prune time of each tag index (group indexes prune on every write).
-    pruned: Mutex<HashMap<String, u64>>,
     /// Keys whose oversized values were already reported.
     oversize_warned: Mutex<std::collections::HashSet<String>>,
-    /// Leases renewed by the keeper thread, for blocking loads.
+    /// "An async call outside a tokio runtime" was reported.
+    no_runtime_warned: AtomicBool,
+    /// Renews and releases the leases this process holds.
     pub(crate) keeper: Keeper,
+    /// What this process knows of the invalidation sequence.
+    pub(crate) stamps: Stamps,
+    /// This process's id in the invalidations it publishes.
+    pub(crate) publisher: u64,
     subscriber_stop: Arc<AtomicBool>,
     /// `connect_sources` ran: the registered sources are started once.
     pub(crate) sources_connected: AtomicBool,
@@ -84,9 +90,6 @@ impl Drop for Inner {
     }
 }
 
-/// How often tag indexes are pruned of expired members, at most.
-const TAG_PRUNE_EVERY_MS: u64 = 1000;
-
 impl Cache {
     /// Start building a cache.
     pub fn builder() -> CacheBuilder {
@@ -96,7 +99,7 @@ impl Cache {
     pub(crate) fn from_builder(builder: CacheBuilder) -> Result<Cache> {
         let wakeups = Arc::new(Wakeups::default());
         let subscriber_stop = Arc::new(AtomicBool::new(false));
-        let channel = key::event_channel(&builder.prefix);
+        let sequence = SequenceKeys::new(&builder.prefix);
         let backend = match builder.source {
             Source::Memory => Backend::Memory(MemoryStore::default()),
             Source::Redis {
@@ -134,12 +137,14 @@ impl Cache {
                     client,
                     async_source,
                     described,
-                    channel.clone(),
+                    sequence.clone(),
                 ))
             }
         };
         // The memory store needs no events to stay coherent: one process.
-        let local = LocalTiers::new(matches!(backend, Backend::Memory(_)));
+        let memory = matches!(backend, Backend::Memory(_));
+        let local = LocalTiers::new(memory);
+        let log_len = usize::try_from(builder.settings.invalidation_log_len).unwrap_or(usize::MAX);
         let inner = Arc::new(Inner {
             local,
             prefix: builder.prefix,
@@ -151,9 +156,11 @@ impl Cache {
             wakeups,
             stats: Arc::default(),
             warn_gate: Default::default(),
-            pruned: Mutex::new(HashMap::new()),
             oversize_warned: Mutex::new(Default::default()),
+            no_runtime_warned: AtomicBool::new(false),
             keeper: Keeper::default(),
+            stamps: Stamps::new(log_len, memory),
+            publisher: publisher_id(),
             subscriber_stop,
             sources_connected: AtomicBool::new(false),
         });
@@ -162,7 +169,7 @@ impl Cache {
         {
             crate::subscriber::spawn(
                 client.clone(),
-                channel,
+                sequence.channel,
                 Arc::downgrade(&inner),
                 inner.subscriber_stop.clone(),
             );
@@ -266,47 +273,15 @@ impl Inner {
         }
     }
 
-    /// Index writes for a key: its tag (if given) and dependency groups (the
-    /// seed's invalid keys), with the expiry of its membership. `prune` asks
-    /// for expired members to be pruned on this write (always for groups, at
-    /// most once a second per tag since tag indexes are large).
-    pub(crate) fn indexes(
-        &self,
-        tag: Option<&str>,
-        groups: &[String],
-        expiry: Expiry,
-        prune: bool,
-    ) -> Vec<IndexAdd> {
-        let mut indexes = Vec::with_capacity(1 + groups.len());
-        if let Some(tag) = tag {
-            indexes.push(IndexAdd {
-                index: key::tag_index(&self.prefix, tag),
-                expiry,
-                prune: prune && self.tag_prune_due(tag, storage::now_ms()),
-            });
-        }
-        for group in groups {
-            indexes.push(IndexAdd {
-                index: key::group_index(&self.prefix, group),
-                expiry,
-                prune,
-            });
-        }
-        indexes
-    }
-
-    fn tag_prune_due(&self, tag: &str, now_ms: u64) -> bool {
-        let mut pruned = self.pruned.lock().unwrap_or_else(PoisonError::into_inner);
-        match pruned.get_mut(tag) {
-            Some(last) if now_ms.saturating_sub(*last) < TAG_PRUNE_EVERY_MS => false,
-            Some(last) => {
-                *last = now_ms;
-                true
-            }
-            None => {
-                pruned.insert(tag.to_owned(), now_ms);
-                true
-            }
+    /// Report, once, that async calls are made outside a tokio runtime
+    /// (they run their loaders and never cache).
+    pub(crate) fn warn_no_runtime(&self) {
+        self.stats.store_error();
+        if !self.no_runtime_warned.swap(true, Ordering::Relaxed) {
+            tracing::warn!(
+                "cacheme: an async call was made outside a tokio runtime; it runs its loader and \
+                 caches nothing (use the blocking twin of the call, or call it inside a runtime)"
+            );
         }
     }
 
@@ -327,110 +302,12 @@ impl Inner {
     }
 }
 
-/// A new lease token: 24 hex digits, unique across processes.
-pub(crate) fn new_token() -> String {
+/// A random id for this process's cache, in the invalidations it publishes.
+fn publisher_id() -> u64 {
     use std::hash::{BuildHasher, Hasher};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(count);
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!(
-        "{:08x}{:08x}{:08x}",
-        std::process::id(),
-        count as u32,
-        hasher.finish() as u32
-    )
-}
-
-/// A lease the keeper renews: the key, the token, and the key's registration.
-type KeptLeaseInfo = (StoreKeys, String, Vec<IndexAdd>);
-
-/// Renews the leases of blocking loads from a background thread (async
-/// loads renew their own lease while they wait for the loader).
-#[derive(Default)]
-pub(crate) struct Keeper {
-    leases: Mutex<HashMap<u64, KeptLeaseInfo>>,
-    next_id: AtomicU64,
-    started: OnceLock<()>,
-}
-
-/// Unregisters a lease from the keeper when the load ends.
-pub(crate) struct KeptLease<'a> {
-    keeper: &'a Keeper,
-    id: u64,
-}
-
-impl Drop for KeptLease<'_> {
-    fn drop(&mut self) {
-        self.keeper
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&self.id);
-    }
-}
-
-impl Keeper {
-    /// Keep `token`'s lease on `keys` alive until the returned guard drops.
-    pub(crate) fn keep<'a>(
-        cache: &'a Arc<Inner>,
-        keys: &StoreKeys,
-        token: &str,
-        registration: &[IndexAdd],
-    ) -> KeptLease<'a> {
-        let keeper = &cache.keeper;
-        keeper.started.get_or_init(|| {
-            let weak = Arc::downgrade(cache);
-            let spawned = std::thread::Builder::new()
-                .name("cacheme-lease-keeper".into())
-                .spawn(move || Keeper::run(weak));
-            if let Err(error) = spawned {
-                tracing::warn!(%error, "cacheme: cannot start the lease keeper thread");
-            }
-        });
-        let id = keeper.next_id.fetch_add(1, Ordering::Relaxed);
-        keeper
-            .leases
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, (keys.clone(), token.to_owned(), registration.to_vec()));
-        KeptLease { keeper, id }
-    }
-
-    fn run(cache: Weak<Inner>) {
-        loop {
-            let Some(inner) = cache.upgrade() else { return };
-            let settings = inner.settings();
-            let leases: Vec<_> = inner
-                .keeper
-                .leases
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .values()
-                .cloned()
-                .collect();
-            let lease_ms = settings.lease_ttl.as_millis() as u64;
-            for (keys, token, registration) in &leases {
-                let op = storage::Extend {
-                    register: storage::Register {
-                        prefix: &inner.prefix,
-                        keys,
-                        indexes: registration,
-                    },
-                    token,
-                    lease_ms,
-                };
-                let _ = inner.backend.run_blocking(&op, &inner.reporting(&settings));
-            }
-            drop(inner);
-            std::thread::sleep(settings.lease_ttl / 3);
-        }
-    }
+    hasher.write_u32(std::process::id());
+    hasher.finish()
 }
 
 static GLOBAL: ArcSwapOption<Inner> = ArcSwapOption::const_empty();

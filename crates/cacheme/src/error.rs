@@ -100,6 +100,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when Redis refused a write for lack of memory (`OOM`, under the
+    /// `noeviction` policy).
+    pub fn is_out_of_memory(&self) -> bool {
+        matches!(self, Error::Redis { source, .. } if source.code() == Some("OOM"))
+    }
+
     /// True when the error means the store could not be reached or did not
     /// answer in time (as opposed to a bad argument).
     pub fn is_unavailable(&self) -> bool {

@@ -48,7 +48,28 @@ impl Flight {
         }
     }
 
+    /// Wait for the leader's outcome, at most `budget`.
+    pub(crate) async fn wait_for(&self, budget: std::time::Duration) -> Option<Outcome> {
+        tokio::time::timeout(budget, self.wait()).await.ok()
+    }
+
+    /// Block until the leader's outcome, at most `budget`.
+    pub(crate) fn wait_blocking_for(&self, budget: std::time::Duration) -> Option<Outcome> {
+        let deadline = std::time::Instant::now() + budget;
+        loop {
+            if let Some(outcome) = self.outcome.get() {
+                return Some(outcome.clone());
+            }
+            let listener = self.done.listen();
+            if let Some(outcome) = self.outcome.get() {
+                return Some(outcome.clone());
+            }
+            listener.wait_deadline(deadline)?;
+        }
+    }
+
     /// Block until the leader's outcome.
+    #[cfg(test)]
     pub(crate) fn wait_blocking(&self) -> Outcome {
         loop {
             if let Some(outcome) = self.outcome.get() {

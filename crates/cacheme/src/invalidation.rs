@@ -1,24 +1,28 @@
 //! `create_invalidation`: invalidate by key, by invalid key (dependency
 //! group), by pattern and by tag, alone or together.
 //!
-//! | target        | what happens to the values                                   |
-//! |---------------|--------------------------------------------------------------|
-//! | key           | marked stale in place (stale-on readers may still serve them)|
-//! | invalid key   | every dependent key marked stale                             |
-//! | tag           | deleted                                                      |
-//! | pattern       | deleted                                                      |
+//! | target        | what happens to the values                                   | cost        |
+//! |---------------|--------------------------------------------------------------|-------------|
+//! | key           | marked stale in place (stale-on readers may still serve them)| one script per key |
+//! | invalid key   | every dependent value is stale                               | O(1)        |
+//! | tag           | every value is deleted (never served again)                  | O(1)        |
+//! | pattern       | deleted                                                      | a scan      |
 //!
-//! In every case the keys' leases are revoked, so a load that began before
-//! the invalidation cannot store its result. Invalidations return their
-//! errors: an invalidation that did not happen must not go unnoticed.
-
-use std::collections::VecDeque;
+//! Keys and patterns change the values in place and revoke their leases, so
+//! a load that began before the invalidation cannot store its result. Tags
+//! and invalid keys are O(1): the invalidation takes the next number of the
+//! invalidation sequence, and every value claimed before it that depends on
+//! the tag or group is judged stale or deleted by its readers, loads in
+//! flight included (see `crate::stamps`). Every invalidation is announced to
+//! the other processes (their local tiers and what they know of the
+//! sequence) before it returns. Invalidations return their errors: an
+//! invalidation that did not happen must not go unnoticed.
 
 use crate::Result;
 use crate::cache::{Cache, Inner, global};
+use crate::events::Invalidated;
 use crate::key::{self, StoreKeys};
-use crate::local::Event;
-use crate::storage::{Announce, IndexPage, IndexRemove, Invalidate, Removal, Reporting, ScanPage};
+use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -100,6 +104,43 @@ impl Cache {
     }
 }
 
+/// Run a plan: written once for async and blocking code (`$(.$await)?`).
+macro_rules! execute {
+    ($inner:ident, $plan:ident, $report:ident, $settings:ident, $run_op:ident $(, .$await:tt)?) => {{
+        let backend = &$inner.backend;
+        let mut count = 0;
+        for batch in $plan.store_keys.chunks(PAGE) {
+            let op = Invalidate { keys: batch, removal: Removal::MarkStale };
+            count += backend.$run_op(&op, &$report)$(.$await)??;
+        }
+        for (glob, pattern) in &$plan.patterns {
+            let mut cursor = 0;
+            loop {
+                let (next, found) = backend.$run_op(&ScanPage { glob, cursor }, &$report)$(.$await)??;
+                let keys = scanned(&$inner, pattern, &found);
+                if !keys.is_empty() {
+                    let op = Invalidate { keys: &keys, removal: Removal::Delete };
+                    count += backend.$run_op(&op, &$report)$(.$await)??;
+                }
+                if next == 0 {
+                    break;
+                }
+                cursor = next;
+            }
+        }
+        if !$plan.invalidated.is_empty() {
+            let payload = $plan.invalidated.payload();
+            let op = Record { payload: &payload, log_len: $settings.invalidation_log_len };
+            let seq = backend.$run_op(&op, &$report)$(.$await)??;
+            applied(&$inner, &$plan.invalidated, seq);
+        }
+        for _ in 0..count {
+            $inner.stats.invalidated();
+        }
+        Ok(count)
+    }};
+}
+
 impl Invalidation {
     /// Invalidate one key (marked stale).
     pub fn key(mut self, key: impl Into<String>) -> Self {
@@ -107,7 +148,8 @@ impl Invalidation {
         self
     }
 
-    /// Invalidate every key that depends on this invalid key (marked stale).
+    /// Invalidate every value that depends on this invalid key (stale), in
+    /// O(1) whatever their number.
     pub fn invalid_key(mut self, invalid_key: impl Into<String>) -> Self {
         self.invalid_keys.push(invalid_key.into());
         self
@@ -119,306 +161,105 @@ impl Invalidation {
         self
     }
 
-    /// Delete every key written under the tag.
+    /// Delete every value written under the tag, in O(1) whatever their
+    /// number (they are never served again, and are reclaimed by their TTL
+    /// or when reloaded).
     pub fn tag(mut self, tag: impl Into<String>) -> Self {
         self.tags.push(tag.into());
         self
     }
 
-    fn into_sweep(self) -> (Cache, Sweep) {
+    fn plan(self) -> (Cache, Plan) {
         let cache = self.cache.unwrap_or_else(global);
         let prefix = &cache.inner.prefix;
-        let mut sweep = Sweep::default();
-        let keys: Vec<StoreKeys> = self
-            .keys
+        let keys: Vec<String> = self.keys.into_iter().filter(|k| !k.is_empty()).collect();
+        let store_keys = keys.iter().map(|k| StoreKeys::new(prefix, k)).collect();
+        let patterns = self
+            .patterns
             .iter()
-            .filter(|k| !k.is_empty())
-            .map(|k| StoreKeys::new(prefix, k))
+            .map(|pattern| {
+                (
+                    key::scan_glob(prefix, pattern.as_glob()),
+                    pattern.as_glob().to_owned(),
+                )
+            })
             .collect();
-        if !keys.is_empty() {
-            sweep.work.push_back(Work::Invalidate {
-                keys,
-                removal: Removal::MarkStale,
-            });
-        }
-        for group in &self.invalid_keys {
-            sweep.work.push_back(Work::Page {
-                index: key::group_index(prefix, group),
-                cursor: 0,
-                removal: Removal::MarkStale,
-            });
-        }
-        for tag in &self.tags {
-            sweep.work.push_back(Work::Page {
-                index: key::tag_index(prefix, tag),
-                cursor: 0,
-                removal: Removal::Delete,
-            });
-        }
-        for pattern in &self.patterns {
-            sweep.work.push_back(Work::Scan {
-                glob: key::scan_glob(prefix, pattern.as_glob()),
-                pattern: pattern.as_glob().to_owned(),
-                cursor: 0,
-            });
-        }
-        // Once the store has changed, tell the local tiers about whole tags
-        // and patterns (the keys of each batch are told as they go).
-        if !self.tags.is_empty() || !self.patterns.is_empty() {
-            sweep.work.push_back(Work::Announce(Event {
-                tags: self.tags.clone(),
-                everything: !self.patterns.is_empty(),
-                ..Event::default()
-            }));
-        }
-        (cache, sweep)
+        let invalidated = Invalidated {
+            publisher: cache.inner.publisher,
+            everything: !self.patterns.is_empty(),
+            keys,
+            tags: self.tags,
+            groups: self
+                .invalid_keys
+                .into_iter()
+                .filter(|g| !g.is_empty())
+                .collect(),
+        };
+        let plan = Plan {
+            store_keys,
+            patterns,
+            invalidated,
+        };
+        (cache, plan)
     }
 
-    /// Run it. Returns how many values were marked stale or deleted.
+    /// Run it. Returns how many values the keys and patterns marked stale or
+    /// deleted (tags and invalid keys are invalidated in O(1), without
+    /// counting their values).
+    #[doc(alias = "invalidate")]
     pub async fn run(self) -> Result<u64> {
-        let (cache, mut sweep) = self.into_sweep();
+        let (cache, plan) = self.plan();
         let inner = &cache.inner;
-        // Invalidations run even with caching off in this process: other
-        // processes may have caching on and must not keep old values.
         let settings = inner.settings();
         let report = inner.reporting(&settings);
-        while let Some(work) = sweep.work.pop_front() {
-            let done = run_work(inner, &work, &report).await?;
-            sweep.after(inner, work, done);
-        }
-        Ok(sweep.removed)
+        execute!(inner, plan, report, settings, run, .await)
     }
 
     /// [`run`](Self::run) for blocking code.
+    #[doc(alias = "invalidate")]
     pub fn run_blocking(self) -> Result<u64> {
-        let (cache, mut sweep) = self.into_sweep();
+        let (cache, plan) = self.plan();
         let inner = &cache.inner;
-        // Invalidations run even with caching off in this process: other
-        // processes may have caching on and must not keep old values.
         let settings = inner.settings();
         let report = inner.reporting(&settings);
-        while let Some(work) = sweep.work.pop_front() {
-            let done = run_work_blocking(inner, &work, &report)?;
-            sweep.after(inner, work, done);
-        }
-        Ok(sweep.removed)
+        execute!(inner, plan, report, settings, run_blocking)
     }
 }
 
-/// One unit of invalidation work.
-#[derive(Debug)]
-enum Work {
-    /// Read one page of an index; invalidate its members with `removal`
-    /// (deleting also removes them from the index).
-    Page {
-        index: String,
-        cursor: u64,
-        removal: Removal,
-    },
-    /// Read one page of the value and lease keys matching a glob; delete
-    /// the values and revoke the leases of the cache keys matching `pattern`.
-    Scan {
-        glob: String,
-        pattern: String,
-        cursor: u64,
-    },
-    /// Invalidate these keys.
-    Invalidate {
-        keys: Vec<StoreKeys>,
-        removal: Removal,
-    },
-    /// Remove members from an index.
-    Unindex { index: String, members: Vec<String> },
-    /// Tell the local tiers of this process, then of the others.
-    Announce(Event),
+/// What one invalidation does, worked out before any I/O.
+struct Plan {
+    /// The keys to mark stale.
+    store_keys: Vec<StoreKeys>,
+    /// (`SCAN` glob, pattern over cache keys) of each pattern.
+    patterns: Vec<(String, String)>,
+    /// What the other processes are told.
+    invalidated: Invalidated,
 }
 
-/// What a unit of work returned.
-enum Done {
-    Page { cursor: u64, keys: Vec<String> },
-    Count(u64),
-    Nothing,
+/// The cache keys of the value and lease keys a scan found, matching the
+/// pattern, once each.
+fn scanned(inner: &Inner, pattern: &str, found: &[String]) -> Vec<StoreKeys> {
+    let mut cache_keys: Vec<&str> = found
+        .iter()
+        .filter_map(|redis_key| key::scanned_cache_key(&inner.prefix, pattern, redis_key))
+        .collect();
+    cache_keys.sort_unstable();
+    cache_keys.dedup();
+    cache_keys
+        .into_iter()
+        .map(|k| inner.store_keys(k))
+        .collect()
 }
 
-/// The plan of one invalidation: a queue of work, grown by the pages read.
-#[derive(Default)]
-struct Sweep {
-    work: VecDeque<Work>,
-    removed: u64,
-}
-
-impl Sweep {
-    fn after(&mut self, inner: &Inner, work: Work, done: Done) {
-        match (work, done) {
-            (
-                Work::Page { index, removal, .. },
-                Done::Page {
-                    cursor,
-                    keys: members,
-                },
-            ) => {
-                if cursor != 0 {
-                    self.work.push_front(Work::Page {
-                        index: index.clone(),
-                        cursor,
-                        removal,
-                    });
-                }
-                if members.is_empty() {
-                    return;
-                }
-                let keys = members.iter().map(|m| inner.store_keys(m)).collect();
-                if removal == Removal::Delete {
-                    self.work.push_front(Work::Unindex { index, members });
-                }
-                self.work.push_front(Work::Invalidate { keys, removal });
-            }
-            (Work::Scan { glob, pattern, .. }, Done::Page { cursor, keys }) => {
-                let mut cache_keys: Vec<&str> = keys
-                    .iter()
-                    .filter_map(|redis_key| {
-                        key::scanned_cache_key(&inner.prefix, &pattern, redis_key)
-                    })
-                    .collect();
-                cache_keys.sort_unstable();
-                cache_keys.dedup();
-                let keys: Vec<StoreKeys> = cache_keys
-                    .into_iter()
-                    .map(|k| inner.store_keys(k))
-                    .collect();
-                if cursor != 0 {
-                    self.work.push_front(Work::Scan {
-                        glob,
-                        pattern,
-                        cursor,
-                    });
-                }
-                if !keys.is_empty() {
-                    self.work.push_front(Work::Invalidate {
-                        keys,
-                        removal: Removal::Delete,
-                    });
-                }
-            }
-            (Work::Invalidate { keys, .. }, Done::Count(count)) => {
-                for keys in &keys {
-                    inner.flights.forget(keys.value());
-                }
-                self.work.push_front(Work::Announce(Event {
-                    keys: keys
-                        .iter()
-                        .map(|k| k.cache_key(&inner.prefix).to_owned())
-                        .collect(),
-                    ..Event::default()
-                }));
-                for _ in 0..count {
-                    inner.stats.invalidated();
-                }
-                self.removed += count;
-            }
-            _ => {}
-        }
+/// The invalidation numbered `seq` is recorded: apply it in this process
+/// before returning (what it knows of the sequence, its local tiers, its
+/// flights), as the other processes will when its event reaches them.
+pub(crate) fn applied(inner: &Inner, invalidated: &Invalidated, seq: u64) {
+    inner.stamps.apply(&invalidated.entry(seq));
+    inner.local.apply(invalidated, &inner.stats);
+    for key in &invalidated.keys {
+        inner.flights.forget(inner.store_keys(key).value());
     }
-}
-
-async fn run_work(inner: &Inner, work: &Work, report: &Reporting<'_>) -> Result<Done> {
-    let backend = &inner.backend;
-    Ok(match work {
-        Work::Page { index, cursor, .. } => {
-            let (cursor, keys) = backend
-                .run(
-                    &IndexPage {
-                        index,
-                        cursor: *cursor,
-                    },
-                    report,
-                )
-                .await?;
-            Done::Page { cursor, keys }
-        }
-        Work::Scan { glob, cursor, .. } => {
-            let (cursor, keys) = backend
-                .run(
-                    &ScanPage {
-                        glob,
-                        cursor: *cursor,
-                    },
-                    report,
-                )
-                .await?;
-            Done::Page { cursor, keys }
-        }
-        Work::Invalidate { keys, removal } => {
-            let op = Invalidate {
-                keys,
-                removal: *removal,
-            };
-            Done::Count(backend.run(&op, report).await?)
-        }
-        Work::Unindex { index, members } => {
-            backend.run(&IndexRemove { index, members }, report).await?;
-            Done::Nothing
-        }
-        Work::Announce(event) => {
-            inner.local.apply(event, &inner.stats);
-            backend
-                .run(
-                    &Announce {
-                        message: &event.message(),
-                    },
-                    report,
-                )
-                .await?;
-            Done::Nothing
-        }
-    })
-}
-
-fn run_work_blocking(inner: &Inner, work: &Work, report: &Reporting<'_>) -> Result<Done> {
-    let backend = &inner.backend;
-    Ok(match work {
-        Work::Page { index, cursor, .. } => {
-            let (cursor, keys) = backend.run_blocking(
-                &IndexPage {
-                    index,
-                    cursor: *cursor,
-                },
-                report,
-            )?;
-            Done::Page { cursor, keys }
-        }
-        Work::Scan { glob, cursor, .. } => {
-            let (cursor, keys) = backend.run_blocking(
-                &ScanPage {
-                    glob,
-                    cursor: *cursor,
-                },
-                report,
-            )?;
-            Done::Page { cursor, keys }
-        }
-        Work::Invalidate { keys, removal } => {
-            let op = Invalidate {
-                keys,
-                removal: *removal,
-            };
-            Done::Count(backend.run_blocking(&op, report)?)
-        }
-        Work::Unindex { index, members } => {
-            backend.run_blocking(&IndexRemove { index, members }, report)?;
-            Done::Nothing
-        }
-        Work::Announce(event) => {
-            inner.local.apply(event, &inner.stats);
-            backend.run_blocking(
-                &Announce {
-                    message: &event.message(),
-                },
-                report,
-            )?;
-            Done::Nothing
-        }
-    })
 }
 
 #[cfg(test)]

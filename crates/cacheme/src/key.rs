@@ -19,10 +19,8 @@
 //!
 //! | key                     | holds                                         |
 //! |-------------------------|-----------------------------------------------|
-//! | `CM:{cat:1}`            | the value envelope, with Redis's own TTL      |
-//! | `CM:{cat:1}:lease`      | the token of the one caller loading `cat:1`   |
-//! | `CM:{user:1}:invalid`   | sorted set: keys depending on `user:1`        |
-//! | `CM:tag:{cats}`         | sorted set: keys written under the tag `cats` |
+//! | `CM:{cat:1}`            | the value (or the placeholder of its loader), with Redis's own TTL |
+//! | `CM:{cat:1}:lease`      | the token of the one caller refreshing `cat:1` |
 //!
 //! The braces are Redis Cluster hash tags: a key and its lease always live in
 //! the same slot, so the scripts that touch both are cluster-safe.
@@ -113,26 +111,6 @@ impl StoreKeys {
     pub(crate) fn lease(&self) -> String {
         format!("{}:lease", self.value)
     }
-
-    /// The cache key these names were built from.
-    pub(crate) fn cache_key<'a>(&'a self, prefix: &str) -> &'a str {
-        &self.value[prefix.len() + 1..self.value.len() - 1]
-    }
-}
-
-/// The sorted set of keys that depend on the invalid key `group`.
-pub(crate) fn group_index(prefix: &str, group: &str) -> String {
-    format!("{prefix}{{{group}}}:invalid")
-}
-
-/// The sorted set of keys written under `tag`.
-pub(crate) fn tag_index(prefix: &str, tag: &str) -> String {
-    format!("{prefix}tag:{{{tag}}}")
-}
-
-/// The pub/sub channel on which fills and invalidations are announced.
-pub(crate) fn event_channel(prefix: &str) -> String {
-    format!("{prefix}events")
 }
 
 /// The `SCAN MATCH` glob that finds the value and lease keys of the cache
@@ -272,9 +250,6 @@ mod tests {
         let keys = StoreKeys::new("CM:", "cat:1");
         assert_eq!(keys.value(), "CM:{cat:1}");
         assert_eq!(keys.lease(), "CM:{cat:1}:lease");
-        assert_eq!(keys.cache_key("CM:"), "cat:1");
-        assert_eq!(group_index("CM:", "user:1"), "CM:{user:1}:invalid");
-        assert_eq!(tag_index("CM:", "cats"), "CM:tag:{cats}");
         assert_eq!(scan_glob("CM:", "cat:*"), "CM:\\{cat:*\\}*");
         assert_eq!(scan_glob("a*", "x"), "a\\*\\{x\\}*");
         assert_eq!(
@@ -355,10 +330,12 @@ mod tests {
         fn value_keys_never_collide_with_their_leases(a in ".+", b in ".+") {
             let ka = StoreKeys::new("CM:", &a);
             let kb = StoreKeys::new("CM:", &b);
-            let (lease, group, tag) = (kb.lease(), group_index("CM:", &b), tag_index("CM:", &b));
+            let sequence = crate::events::SequenceKeys::new("CM:");
+            let lease = kb.lease();
             prop_assert_ne!(ka.value(), lease.as_str());
-            prop_assert_ne!(ka.value(), group.as_str());
-            prop_assert_ne!(ka.value(), tag.as_str());
+            for shared in [&sequence.seq, &sequence.log] {
+                prop_assert_ne!(ka.value(), shared.as_str());
+            }
         }
     }
 }

@@ -35,9 +35,11 @@
 
 mod breaker;
 mod cache;
+mod codec;
 mod driver;
 mod envelope;
 mod error;
+mod events;
 mod flight;
 mod invalidation;
 pub mod key;
@@ -51,6 +53,7 @@ mod protocol;
 mod settings;
 pub mod sources;
 mod spec;
+mod stamps;
 mod stats;
 mod storage;
 mod subscriber;
@@ -58,7 +61,8 @@ mod tags;
 mod wakeups;
 
 pub use cache::{Cache, global, install};
-pub use envelope::{Codec, CodecError, CodecOperation, Unreadable};
+pub use codec::{Codec, CodecError, CodecOperation};
+pub use envelope::Unreadable;
 pub use error::{Error, LoadError, Result};
 pub use invalidation::{Invalidation, Pattern, create_invalidation};
 pub use lookup::{CacheValue, GroupsOf, HitHook, LocalValue, Lookup, MissHook};
@@ -90,7 +94,8 @@ pub mod __private {
     /// Envelope format details, for tools and tests that read raw values.
     pub mod wire {
         pub use crate::envelope::{
-            Envelope, FRESH, HEADER_LEN, MAGIC, STALE, STATE_OFFSET, State, VERSION, seal,
+            Dependency, Envelope, FRESH, HEADER_LEN, Header, LOADING, MAGIC, STALE, STATE_OFFSET,
+            State, Stored, VERSION, placeholder, seal,
         };
     }
     pub use crate::memo::{

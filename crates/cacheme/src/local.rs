@@ -2,9 +2,16 @@
 //! types and functions that ask for one (`local_ttl`, `local_capacity`),
 //! kept coherent across processes by invalidation events.
 //!
-//! - Every invalidation publishes an [`Event`] on the cache's channel (after
-//!   the store has changed) and applies it to its own process's tiers before
-//!   it returns; every other process applies it when it arrives.
+//! - Every invalidation is announced on the cache's event channel (after the
+//!   store has changed) and applied to its own process's tiers before it
+//!   returns; every other process applies it when it arrives: keys are
+//!   removed, a pattern invalidation empties every tier, a tag empties its
+//!   tier.
+//! - An entry keeps its value's claim number and groups, and every hit is
+//!   judged by the invalidation sequence like a remote one (see
+//!   `crate::stamps`), so group invalidations need no scan of the tiers.
+//! - An entry lives at most `local_ttl`, and never past its value's own TTL
+//!   or refresh age.
 //! - A value read from the store is put in the tier only if no event was
 //!   applied since the read began (a sequence number, checked and bumped
 //!   under a lock), so a read racing an invalidation cannot re-insert the
@@ -19,42 +26,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock, Weak};
 use std::time::Duration;
 
-use serde::{Deserialize, Serialize};
-
+use crate::envelope::{Dependency, Envelope};
+use crate::events::Invalidated;
 use crate::spec::{LocalSpec, Spec};
+use crate::stamps::{Stamps, Verdict};
 use crate::stats::Stats;
-
-/// What an invalidation tells the local tiers of every process.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub(crate) struct Event {
-    /// Cache keys whose values changed.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) keys: Vec<String>,
-    /// Tags whose every value was deleted.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) tags: Vec<String>,
-    /// A pattern invalidation: drop everything.
-    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
-    pub(crate) everything: bool,
-}
-
-/// The first byte of an event message on the channel (`F` is a fill).
-pub(crate) const EVENT: u8 = b'I';
-
-impl Event {
-    /// The message published on the channel.
-    pub(crate) fn message(&self) -> Vec<u8> {
-        let mut message = vec![EVENT];
-        // Plain strings and booleans: encoding cannot fail.
-        message.extend(rmp_serde::to_vec(self).unwrap_or_default());
-        message
-    }
-
-    /// Read a message published by [`Event::message`].
-    pub(crate) fn parse(payload: &[u8]) -> Option<Event> {
-        rmp_serde::from_slice(payload).ok()
-    }
-}
 
 /// A local entry: the decoded value, when it expires, and how to copy it out
 /// (the value type's `Clone::clone`, given by the lookup, so that a tier needs
@@ -63,6 +39,10 @@ struct Held<V> {
     value: V,
     expires_at_ms: u64,
     clone: fn(&V) -> V,
+    /// The value's claim number.
+    claim_seq: u64,
+    /// Its groups, when it has any (its tag is its tier's).
+    groups: Option<Arc<[Box<str>]>>,
 }
 
 impl<V> Clone for Held<V> {
@@ -71,8 +51,19 @@ impl<V> Clone for Held<V> {
             value: (self.clone)(&self.value),
             expires_at_ms: self.expires_at_ms,
             clone: self.clone,
+            claim_seq: self.claim_seq,
+            groups: self.groups.clone(),
         }
     }
+}
+
+/// A value to keep in a tier: the value, how to copy it out, its stored
+/// envelope (its claim number and groups), and when it must go at the latest.
+pub(crate) struct NewEntry<'e, V> {
+    pub(crate) value: V,
+    pub(crate) clone: fn(&V) -> V,
+    pub(crate) envelope: &'e Envelope<'e>,
+    pub(crate) until_ms: u64,
 }
 
 /// Counts evictions; evicted entries are dropped after the shard lock is released.
@@ -202,6 +193,7 @@ impl LocalTiers {
         &self,
         spec: &'static Spec,
         stats: &Arc<Stats>,
+        stamps: &Stamps,
         key: &str,
     ) -> Result<V, Option<Arc<dyn Tier>>> {
         let Some(local) = spec.local() else {
@@ -216,7 +208,7 @@ impl LocalTiers {
             let Some(typed) = tier.as_any().downcast_ref::<TypedTier<V>>() else {
                 return Err(None);
             };
-            return match typed.get(key) {
+            return match typed.get(key, stamps) {
                 Some(value) => Ok(value),
                 None => Err(Some(tier.clone())),
             };
@@ -231,7 +223,7 @@ impl LocalTiers {
         spec: &'static Spec,
         stats: &Arc<Stats>,
     ) -> Option<Arc<dyn Tier>> {
-        match self.get::<V>(spec, stats, "") {
+        match self.get::<V>(spec, stats, &Stamps::new(1, true), "") {
             Ok(_) => None,
             Err(tier) => tier,
         }
@@ -295,37 +287,61 @@ impl LocalTiers {
         &self,
         tier: &dyn Tier,
         key: &str,
-        value: V,
-        clone: fn(&V) -> V,
+        entry: NewEntry<'_, V>,
         seq: u64,
     ) {
+        let NewEntry {
+            value,
+            clone,
+            envelope,
+            until_ms,
+        } = entry;
         let Some(typed) = tier.as_any().downcast_ref::<TypedTier<V>>() else {
             return;
         };
+        let groups: Vec<Box<str>> = envelope
+            .dependencies()
+            .filter_map(|dependency| match dependency {
+                Dependency::Group(group) => Some(group.into()),
+                Dependency::Tag(_) => None,
+            })
+            .collect();
         let current = self.seq.read().unwrap_or_else(PoisonError::into_inner);
         if *current == seq && self.connected.load(Ordering::Acquire) {
             let held = Held {
                 value,
-                expires_at_ms: now_ms() + typed.ttl_ms,
+                expires_at_ms: now_ms().saturating_add(typed.ttl_ms).min(until_ms),
                 clone,
+                claim_seq: envelope.claim_seq,
+                groups: (!groups.is_empty()).then(|| Arc::from(groups)),
             };
             typed.entries.insert(key.to_owned(), held);
         }
     }
 
-    /// Apply an invalidation event.
-    pub(crate) fn apply(&self, event: &Event, stats: &Stats) {
+    /// Apply an invalidation (groups need nothing here: entries are judged
+    /// by the invalidation sequence on every hit).
+    pub(crate) fn apply(&self, invalidated: &Invalidated, stats: &Stats) {
         let mut seq = self.seq.write().unwrap_or_else(PoisonError::into_inner);
         *seq += 1;
         stats.local_invalidation();
         for (_, tier) in self.shared.tiers.iter() {
-            if event.everything || event.tags.iter().any(|t| t == tier.tag()) {
+            if invalidated.everything || invalidated.tags.iter().any(|t| t == tier.tag()) {
                 tier.clear();
             } else {
-                for key in &event.keys {
+                for key in &invalidated.keys {
                     tier.remove(key);
                 }
             }
+        }
+    }
+
+    /// Empty every tier (events were lost: what they hold cannot be trusted).
+    pub(crate) fn clear(&self) {
+        let mut seq = self.seq.write().unwrap_or_else(PoisonError::into_inner);
+        *seq += 1;
+        for (_, tier) in self.shared.tiers.iter() {
+            tier.clear();
         }
     }
 
@@ -343,10 +359,26 @@ impl LocalTiers {
 }
 
 impl<V> TypedTier<V> {
-    /// A copy of the value under `key`, if it has not expired.
-    fn get(&self, key: &str) -> Option<V> {
+    /// A copy of the value under `key`, if it has not expired and no
+    /// invalidation of its tag or groups came after its claim.
+    fn get(&self, key: &str, stamps: &Stamps) -> Option<V> {
         let held = self.entries.get(key)?;
-        (held.expires_at_ms > self.clock.load(Ordering::Relaxed)).then_some(held.value)
+        if held.expires_at_ms <= self.clock.load(Ordering::Relaxed) {
+            return None;
+        }
+        if held.claim_seq >= stamps.latest() {
+            return Some(held.value);
+        }
+        let groups = held.groups.iter().flat_map(|groups| groups.iter());
+        let dependencies = std::iter::once(Dependency::Tag(self.tag))
+            .chain(groups.map(|group| Dependency::Group(group)));
+        match stamps.judge(held.claim_seq, dependencies) {
+            Verdict::Current => Some(held.value),
+            _ => {
+                self.entries.remove(key);
+                None
+            }
+        }
     }
 }
 
@@ -393,30 +425,37 @@ fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::Invalidated;
     static SPEC: Spec = Spec::function("t")
         .with_tag("tag")
         .with_local(LocalSpec::new(std::time::Duration::from_secs(60), 100));
 
-    #[test]
-    fn events_round_trip_through_the_channel_format() {
-        let event = Event {
-            keys: vec!["cat:1".into()],
-            tags: vec!["cats".into()],
-            everything: false,
-        };
-        let message = event.message();
-        assert_eq!(message[0], EVENT);
-        assert_eq!(Event::parse(&message[1..]), Some(event));
-        assert_eq!(Event::parse(b"\xff garbage"), None);
-    }
-
     /// The tiers, and a lookup of `key` in SPEC's tier of Strings.
     fn get(tiers: &LocalTiers, stats: &Arc<Stats>, key: &str) -> Option<String> {
-        tiers.get::<String>(&SPEC, stats, key).ok()
+        tiers
+            .get::<String>(&SPEC, stats, &Stamps::new(1, true), key)
+            .ok()
     }
 
     fn fill(tiers: &LocalTiers, tier: &Arc<dyn Tier>, key: &str, value: &str, seq: u64) {
-        tiers.insert(&**tier, key, value.to_owned(), String::clone, seq);
+        let bytes = crate::envelope::seal(
+            &crate::envelope::Header {
+                codec: crate::Codec::MessagePack,
+                written_at_ms: 0,
+                claim_seq: 0,
+                dependencies: &[],
+            },
+            &[],
+        )
+        .expect("no names");
+        let envelope = Envelope::parse(&bytes).expect("sealed");
+        let entry = NewEntry {
+            value: value.to_owned(),
+            clone: String::clone,
+            envelope: &envelope,
+            until_ms: u64::MAX,
+        };
+        tiers.insert(&**tier, key, entry, seq);
     }
 
     #[test]
@@ -429,9 +468,9 @@ mod tests {
         let seq = tiers.seq();
         // The read fetched the old value; meanwhile an event arrives.
         tiers.apply(
-            &Event {
+            &Invalidated {
                 keys: vec!["k".into()],
-                ..Event::default()
+                ..Invalidated::default()
             },
             &stats,
         );
@@ -451,35 +490,35 @@ mod tests {
         put("a");
         put("b");
         tiers.apply(
-            &Event {
+            &Invalidated {
                 keys: vec!["a".into()],
-                ..Event::default()
+                ..Invalidated::default()
             },
             &stats,
         );
         assert_eq!(get(&tiers, &stats, "a"), None);
         assert!(get(&tiers, &stats, "b").is_some());
         tiers.apply(
-            &Event {
+            &Invalidated {
                 tags: vec!["other".into()],
-                ..Event::default()
+                ..Invalidated::default()
             },
             &stats,
         );
         assert!(get(&tiers, &stats, "b").is_some());
         tiers.apply(
-            &Event {
+            &Invalidated {
                 tags: vec!["tag".into()],
-                ..Event::default()
+                ..Invalidated::default()
             },
             &stats,
         );
         assert_eq!(get(&tiers, &stats, "b"), None);
         put("c");
         tiers.apply(
-            &Event {
+            &Invalidated {
                 everything: true,
-                ..Event::default()
+                ..Invalidated::default()
             },
             &stats,
         );
@@ -509,7 +548,11 @@ mod tests {
         let tiers = LocalTiers::new(true);
         let tier = tiers.tier::<String>(&SPEC, &stats).expect("tier");
         fill(&tiers, &tier, "a", "a", tiers.seq());
-        assert!(tiers.get::<u32>(&SPEC, &stats, "a").is_err());
+        assert!(
+            tiers
+                .get::<u32>(&SPEC, &stats, &Stamps::new(1, true), "a")
+                .is_err()
+        );
         assert!(tiers.tier::<u32>(&SPEC, &stats).is_none());
     }
 

@@ -281,8 +281,9 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             Before::Store(local) => local,
         };
         let led = driver::load_async(&self, loader, true, local).await;
+        let read = led.refresh_from();
         if let Some(loader) = led.refresh_with {
-            tokio::spawn(driver::refresh_async(self.detached(), loader));
+            tokio::spawn(driver::refresh_async(self.detached(), loader, read));
         }
         led.result
     }
@@ -345,6 +346,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             Some(GetStep::Read(read)) => read,
         };
         let inner = &self.cache.inner;
+        driver::sync_async(inner).await;
         let bytes = inner
             .backend
             .run(
@@ -368,6 +370,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             Some(GetStep::Read(read)) => read,
         };
         let inner = &self.cache.inner;
+        driver::sync_blocking(inner);
         let bytes = inner.backend.run_blocking(
             &storage::Get { keys: &read.keys },
             &inner.reporting(&read.settings),
@@ -395,8 +398,8 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Serve what the read found, and keep it locally when fresh.
     fn after_get(&self, read: GetRead<V>, bytes: Option<Vec<u8>>) -> Option<V> {
         let (value, fresh) = driver::servable(self, &read.settings, bytes.as_deref())?;
-        if let Some(local) = read.local.filter(|_| fresh) {
-            local.fill(&self.cache.inner, &self.key, &value);
+        if let (Some(local), Some(bytes)) = (read.local.filter(|_| fresh), &bytes) {
+            local.fill(&self.cache.inner, self, &value, bytes);
         }
         Some(value)
     }

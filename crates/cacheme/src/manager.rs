@@ -170,31 +170,38 @@ impl<N: Node> Manager<N> {
     /// readers while one caller refreshes; a miss for stale-off readers), and
     /// a load in flight for it will not store its result. Returns how many
     /// values were marked (0 or 1).
+    #[doc(alias = "invalidate")]
     pub async fn invalid(&self, args: impl Into<N>) -> Result<u64> {
         self.invalidation_of(&args.into()).run().await
     }
 
     /// [`invalid`](Self::invalid) for blocking code.
+    #[doc(alias = "invalidate")]
     pub fn invalid_blocking(&self, args: impl Into<N>) -> Result<u64> {
         self.invalidation_of(&args.into()).run_blocking()
     }
 
-    /// Delete every value of this node type (everything under its tag).
-    /// Returns how many values were deleted.
-    pub async fn invalid_all(&self) -> Result<u64> {
+    /// Delete every value of this node type (everything under its tag), in
+    /// O(1) whatever their number: none is served again, loads in flight
+    /// included.
+    #[doc(alias = "invalidate_all")]
+    pub async fn invalid_all(&self) -> Result<()> {
         self.cache()
             .create_invalidation()
             .tag(N::SPEC.tag())
             .run()
             .await
+            .map(drop)
     }
 
     /// [`invalid_all`](Self::invalid_all) for blocking code.
-    pub fn invalid_all_blocking(&self) -> Result<u64> {
+    #[doc(alias = "invalidate_all")]
+    pub fn invalid_all_blocking(&self) -> Result<()> {
         self.cache()
             .create_invalidation()
             .tag(N::SPEC.tag())
             .run_blocking()
+            .map(drop)
     }
 
     fn invalidation_of(&self, node: &N) -> Invalidation {
@@ -214,8 +221,7 @@ impl<N: Node> Manager<N> {
 ///
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let marked = UserInvalid::objects().invalid(200).await.expect("memory store");
-/// assert_eq!(marked, 0); // nothing depends on user:200 yet
+/// UserInvalid::objects().invalid(200).await.expect("memory store");
 /// # }
 /// ```
 pub struct InvalidManager<G> {
@@ -254,14 +260,16 @@ impl<G: InvalidNode> InvalidManager<G> {
         cache.create_invalidation().invalid_key(args.into().key())
     }
 
-    /// Mark stale every value that depends on this invalid node (and revoke
-    /// their loads in flight). Returns how many values were marked.
-    pub async fn invalid(&self, args: impl Into<G>) -> Result<u64> {
-        self.invalidation_of(args).run().await
+    /// Make stale every value that depends on this invalid node, loads in
+    /// flight included, in O(1) whatever their number.
+    #[doc(alias = "invalidate")]
+    pub async fn invalid(&self, args: impl Into<G>) -> Result<()> {
+        self.invalidation_of(args).run().await.map(drop)
     }
 
     /// [`invalid`](Self::invalid) for blocking code.
-    pub fn invalid_blocking(&self, args: impl Into<G>) -> Result<u64> {
-        self.invalidation_of(args).run_blocking()
+    #[doc(alias = "invalidate")]
+    pub fn invalid_blocking(&self, args: impl Into<G>) -> Result<()> {
+        self.invalidation_of(args).run_blocking().map(drop)
     }
 }

@@ -4,13 +4,17 @@
 use std::time::Duration;
 
 use crate::cache::Cache;
-use crate::envelope::Codec;
+use crate::codec::Codec;
 use crate::{Error, Result};
 
 /// Settings that can change while the cache runs
 /// ([`Cache::update_settings`]); read on every call.
 ///
-/// The defaults are the seed's: stale data on, no TTL, 5 herd retries of 20 ms.
+/// The defaults are the seed's (stale data on, no TTL, 5 herd retries), but
+/// for the herd interval: the seed polled every 20 ms; here waiters are woken
+/// as soon as the value is filled, so the interval is only a bound, and 1 s
+/// keeps loads of up to about 5 s down to one load (5 × 20 ms sent waiters
+/// to load for themselves after 100 ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
@@ -36,6 +40,15 @@ pub struct Settings {
     /// Lifetime of a load lease. It is renewed while the loader runs, so it
     /// only matters when a process dies mid-load: others take over after it.
     pub lease_ttl: Duration,
+    /// How long a lease is renewed for one load, at most. A loader that runs
+    /// longer (hung on a dead connection, say) stops holding the key: another
+    /// caller loads it, and the long load's result is not stored.
+    pub max_load_time: Duration,
+    /// How many invalidations the shared invalidation log keeps (about), and
+    /// how many tag and group invalidations each process remembers. A value
+    /// claimed before the oldest one a process knows is reloaded once rather
+    /// than trusted.
+    pub invalidation_log_len: u64,
     /// Values whose encoded size exceeds this are returned but not stored.
     pub max_value_size: usize,
     /// After this many consecutive failures to reach Redis, the circuit
@@ -54,9 +67,11 @@ impl Default for Settings {
             stale: true,
             default_ttl: None,
             herd_retries: 5,
-            herd_interval: Duration::from_millis(20),
+            herd_interval: Duration::from_secs(1),
             op_timeout: Duration::from_millis(250),
             lease_ttl: Duration::from_secs(3),
+            max_load_time: Duration::from_secs(60),
+            invalidation_log_len: 100_000,
             max_value_size: 8 * 1024 * 1024,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
@@ -218,7 +233,8 @@ impl CacheBuilder {
     }
 
     /// How many times, and at most how long each time, a caller waits for
-    /// another caller's load (default 5 × 20 ms).
+    /// another caller's load (default 5 × 1 s; waiters are woken by the fill,
+    /// so this is a bound, not a polling period).
     pub fn herd_retry(mut self, retries: u32, interval: Duration) -> Self {
         self.settings.herd_retries = retries;
         self.settings.herd_interval = interval;

@@ -1,23 +1,42 @@
-//! The pub/sub subscriber: one thread per Redis cache, listening on the
-//! cache's event channel: it wakes the callers that wait for a fill, and
-//! applies invalidation events to the local tiers.
+//! The event subscriber: one thread per Redis cache, listening on the
+//! cache's event channel (see [`crate::events`]). It wakes the callers that
+//! wait for a fill, and applies invalidations: to what this process knows
+//! of the invalidation sequence (`crate::stamps`), to the local tiers, to
+//! the in-process flights.
 //!
 //! It runs on a plain thread with a blocking connection, so it serves async
-//! and blocking callers alike and needs no runtime. When the subscription
-//! drops it reconnects; meanwhile waiters fall back to their wait interval
-//! and the local tiers are emptied and unused (they may miss events).
+//! and blocking callers alike and needs no runtime.
+//!
+//! Nothing may be missed silently:
+//!
+//! - Invalidations are numbered. An entry that skips numbers, a subscription
+//!   that (re)starts, and an unreadable message all send the thread to the
+//!   invalidation log for what it missed; what the log no longer has is
+//!   *lost*: values claimed before it are reloaded rather than trusted, and
+//!   the local tiers are emptied.
+//! - A connection that goes quiet is pinged: a half-open connection (the
+//!   server gone without a reset) is noticed within [`HEALTH`] + the read
+//!   timeout, and replaced.
+//! - While the subscription is down, the local tiers are unused, waiters
+//!   fall back to their wait interval, and the thread reads the log at every
+//!   attempt, so that tag and group invalidations still reach this process.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
-use crate::local::{EVENT, Event};
+use crate::events::{Invalidated, Message};
+use crate::storage::ReadLog;
 
 /// How long a read blocks before the thread checks whether to stop.
 const POLL: Duration = Duration::from_millis(250);
 /// Pause between reconnection attempts.
 const BACKOFF: Duration = Duration::from_millis(200);
+/// How long the connection may stay quiet before it is pinged.
+pub(crate) const HEALTH: Duration = Duration::from_secs(1);
+/// Log entries read per request when catching up.
+const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
 /// dropped.
@@ -42,15 +61,17 @@ fn run(client: &redis::Client, channel: &str, cache: &Weak<Inner>, stop: &Atomic
             Ok(()) => return,
             Err(error) => {
                 if !reported {
-                    tracing::warn!(%error, channel, "cacheme: event subscription lost; reconnecting");
+                    tracing::warn!(error = %crate::error::Chain(&error), channel, "cacheme: event subscription lost; reconnecting");
                     reported = true;
                 }
                 // Events may have been missed: waiters look again, and the
                 // local tiers stop serving until the subscription is back.
-                if let Some(cache) = cache.upgrade() {
-                    cache.local.set_connected(false);
-                    cache.wakeups.wake_all();
-                }
+                let Some(cache) = cache.upgrade() else { return };
+                cache.local.set_connected(false);
+                cache.wakeups.wake_all();
+                // Keep up with the sequence from the log meanwhile.
+                let _ = catch_up(&cache);
+                drop(cache);
                 std::thread::sleep(BACKOFF);
             }
         }
@@ -66,50 +87,137 @@ fn listen(
 ) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
     let mut pubsub = conn.as_pubsub();
-    pubsub.subscribe(channel)?;
     pubsub.set_read_timeout(Some(POLL))?;
+    pubsub.subscribe(channel)?;
+    // Subscribed: what was invalidated before now is in the log.
     match cache.upgrade() {
-        Some(cache) => cache.local.set_connected(true),
+        Some(cache) => {
+            if catch_up(&cache).is_err() {
+                return Err(redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot read the invalidation log",
+                )));
+            }
+            cache.local.set_connected(true);
+        }
         None => return Ok(()),
     }
+    let mut last_heard = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
         match pubsub.get_message() {
             Ok(message) => {
+                last_heard = Instant::now();
                 let Some(cache) = cache.upgrade() else {
                     return Ok(());
                 };
                 dispatch(&cache, message.get_payload_bytes());
             }
-            Err(error) if error.is_timeout() => {}
+            Err(error) if error.is_timeout() => {
+                if last_heard.elapsed() >= HEALTH {
+                    // A quiet connection may be half-open: ask.
+                    let _: redis::Value = pubsub.ping()?;
+                    last_heard = Instant::now();
+                }
+            }
             Err(error) => return Err(error),
         }
     }
 }
 
-/// Act on one message: `F<value key>` announces a fill (or a released or
-/// revoked lease) of that key; `I<event>` an invalidation.
-fn dispatch(cache: &Inner, payload: &[u8]) {
-    match payload.split_first() {
-        Some((b'F', key)) => {
-            if let Ok(key) = std::str::from_utf8(key) {
-                cache.wakeups.wake(key);
+/// Act on one message of the event channel.
+pub(crate) fn dispatch(cache: &Inner, payload: &[u8]) {
+    match Message::parse(payload) {
+        Message::Wake(key) => cache.wakeups.wake(key),
+        Message::Invalidated(seq, Some(invalidated)) => {
+            if seq > cache.stamps.known() + 1 {
+                // Entries are missing before this one: read them back first.
+                let _ = catch_up(cache);
             }
+            crate::invalidation::applied(cache, &invalidated, seq);
         }
-        Some((&EVENT, event)) => {
-            // An event this build cannot read: drop everything rather than
-            // keep what it may have invalidated.
-            let event = Event::parse(event).unwrap_or(Event {
-                everything: true,
-                ..Event::default()
-            });
-            cache.local.apply(&event, &cache.stats);
-            for key in &event.keys {
-                cache.flights.forget(cache.store_keys(key).value());
-            }
+        Message::Invalidated(seq, None) => {
+            // Written by a build that this one cannot read: assume the worst.
+            tracing::warn!(
+                seq,
+                "cacheme: an invalidation this build cannot read; emptying local tiers"
+            );
+            let _ = catch_up(cache);
+            cache.stamps.skip_to(seq);
+            cache.local.clear();
         }
-        _ => {}
+        Message::Other => {}
     }
+}
+
+/// Read what was invalidated since the last entry this process applied,
+/// from the log (written once for blocking and async callers). Entries the
+/// log no longer has are lost: values claimed before them become unknown
+/// (reloaded), and the local tiers are emptied.
+macro_rules! catch_up {
+    ($cache:ident, $run_op:ident $(, .$await:tt)?) => {{
+        let settings = $cache.settings();
+        let report = $cache.reporting(&settings);
+        loop {
+            let from = $cache.stamps.known() + 1;
+            let op = ReadLog { from, count: LOG_PAGE };
+            let (current, entries) = $cache.backend.$run_op(&op, &report)$(.$await)??;
+            if !apply_log($cache, from, current, entries) {
+                $cache.stamps.set_synced();
+                return Ok(());
+            }
+        }
+    }};
+}
+
+/// [`catch_up!`] from blocking code (the subscriber thread).
+pub(crate) fn catch_up(cache: &Inner) -> crate::Result<()> {
+    catch_up!(cache, run_blocking)
+}
+
+/// [`catch_up!`] from async code: a process reads the log once before it
+/// first reads or claims a value, so that what it judges and what it
+/// claims are numbered against the shared sequence.
+pub(crate) async fn catch_up_async(cache: &Inner) -> crate::Result<()> {
+    catch_up!(cache, run, .await)
+}
+
+/// Apply one page of the log read from `from`; true if there may be more.
+fn apply_log(
+    cache: &Inner,
+    from: u64,
+    current: u64,
+    entries: Vec<crate::storage::LogEntry>,
+) -> bool {
+    let first = entries.first().map(|(seq, _)| *seq);
+    let lost = match first {
+        Some(first) => first > from,
+        None => current >= from,
+    };
+    if lost {
+        let up_to = first.map_or(current, |first| first - 1);
+        // (From 1: the first read of the log, nothing was known to lose.)
+        if from > 1 {
+            tracing::warn!(
+                from,
+                up_to,
+                "cacheme: invalidations were lost (no longer in the log); values claimed before them are reloaded"
+            );
+            cache.local.clear();
+        }
+        cache.stamps.skip_to(up_to);
+    }
+    let full = entries.len() == LOG_PAGE;
+    for (seq, payload) in entries {
+        match Invalidated::parse(&payload) {
+            Some(invalidated) => crate::invalidation::applied(cache, &invalidated, seq),
+            None => {
+                cache.stamps.skip_to(seq);
+                cache.local.clear();
+            }
+        }
+    }
+    full
 }

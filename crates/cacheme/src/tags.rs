@@ -44,8 +44,7 @@ pub fn tags() -> Vec<Tag> {
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
 /// # async fn main() {
-/// let removed = cacheme::tag("lookup").invalid().await.expect("a registered tag");
-/// assert_eq!(removed, 0);
+/// cacheme::tag("lookup").invalid().await.expect("a registered tag");
 /// assert!(cacheme::tag("no-such-tag").invalid().await.is_err());
 /// # }
 /// ```
@@ -92,22 +91,26 @@ impl Tag {
         Ok(self.cache.clone().unwrap_or_else(global))
     }
 
-    /// Delete every key written under this tag (the seed's
-    /// `tags['cats'].objects.invalid()`: deleted directly, no stale data).
-    /// Returns how many values were deleted.
-    pub async fn invalid(&self) -> Result<u64> {
+    /// Delete every value written under this tag (the seed's
+    /// `tags['cats'].objects.invalid()`: deleted, no stale data), loads in
+    /// flight included, in O(1) whatever their number.
+    #[doc(alias = "invalidate")]
+    pub async fn invalid(&self) -> Result<()> {
         self.check()?
             .create_invalidation()
             .tag(&self.name)
             .run()
             .await
+            .map(drop)
     }
 
     /// [`invalid`](Self::invalid) for blocking code.
-    pub fn invalid_blocking(&self) -> Result<u64> {
+    #[doc(alias = "invalidate")]
+    pub fn invalid_blocking(&self) -> Result<()> {
         self.check()?
             .create_invalidation()
             .tag(&self.name)
             .run_blocking()
+            .map(drop)
     }
 }

@@ -1,32 +1,35 @@
-//! The read / load / fill decisions, with no I/O.
+//! The read / load / fill decisions, with no I/O (protocol v2).
 //!
 //! A [`ReadFlow`] is a small state machine. A driver asks it for the next
 //! [`Step`], performs that step against a store (a Redis round trip, a loader
 //! call, a wait), and feeds back what happened. The async and the blocking
-//! drivers (`crate::driver`) are the same loop, one with `.await`; the unit
-//! tests below, and the model check in `model_check.rs` (random interleavings
-//! of many callers, invalidations, lease expiries and crashes against the
-//! memory store with a fake clock), drive it without I/O.
+//! drivers (`crate::driver`) are the same loop; the unit tests below, and the
+//! model check in `model_check.rs` (random interleavings of many callers,
+//! invalidations of keys, groups and tags, lease expiries, crashes and lost
+//! events against the memory store), drive it without I/O.
 //!
-//! The protocol in one paragraph: read the value (one `GET`). A fresh value
-//! is served. A stale value (invalidated in place) is served to readers that
-//! accept stale data while exactly one caller refreshes it; other readers
-//! treat it as a miss. On a miss, claim the key's lease (an atomic script that
-//! also re-checks the value, sent in one round trip with the key's
-//! registration in its tag and dependency indexes): the one caller that gets
-//! it loads and fills; the fill is conditional on
-//! still holding the lease, and every kind of invalidation deletes the leases
-//! of the keys it reaches (which it finds through those indexes), so a load
-//! that began before an invalidation never stores its result as fresh. Callers that do not get the lease register as waiters and sleep
-//! until the fill is announced (or `interval` passes), then look again; when
-//! their budget of `retries` waits is spent, they load for themselves without
-//! storing. See `docs/protocol.md` for the diagram and the guarantees.
+//! The protocol in one paragraph: the read **is** the claim of a cold key:
+//! `SET key <placeholder> NX PX <lease> GET` returns the value when there is
+//! one (a hit: one round trip, no script), and when there is none it leaves
+//! this caller's placeholder in the key, which is its lease: it loads, and
+//! its fill replaces the placeholder only if it is still its own (a script),
+//! so a miss costs two round trips. A value found is judged by its state
+//! byte (key invalidation flips it in place) and by the invalidation
+//! sequence (tag and group invalidations, see `crate::stamps`): fresh values
+//! are served; stale ones are served to readers that accept stale data while
+//! exactly one caller refreshes under the key's lease key
+//! (`{key}:lease`, taken by a script that re-checks the value); deleted,
+//! unknown or unreadable ones are refreshed the same way before anyone is
+//! served. Every invalidation of a key removes its placeholder and its lease
+//! key, so a load that began before it can never fill. Callers that find the
+//! key being loaded register as waiters and sleep until the fill is
+//! announced (or `interval` passes), then read again; when their budget of
+//! `retries` waits is spent they load for themselves without storing. See
+//! `docs/protocol.md` for the diagrams and the guarantees.
 
 use std::time::Duration;
 
-use crate::envelope::State;
-
-#[cfg(test)]
+#[cfg(any())]
 mod model_check;
 
 /// What a reader accepts and how long it waits; resolved from settings,
@@ -34,88 +37,111 @@ mod model_check;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Policy {
     /// Serve a stale (invalidated) value while one caller refreshes it.
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// Past this age a fresh value is refreshed ahead of its expiry.
-    pub refresh_after: Option<Duration>,
+    pub(crate) refresh_after: Option<Duration>,
     /// How many times a caller waits for another caller's load.
-    pub retries: u32,
+    pub(crate) retries: u32,
     /// The longest single wait.
-    pub interval: Duration,
+    pub(crate) interval: Duration,
     /// The driver can run a refresh in the background (the loader owns its
     /// data); otherwise the caller that wins the lease refreshes inline.
-    pub background_refresh: bool,
+    pub(crate) background_refresh: bool,
 }
 
 impl Policy {
-    /// The oldest write time (ms) that still counts as current at `now_ms`.
-    pub(crate) fn fresh_since_ms(&self, now_ms: u64) -> u64 {
+    /// Whether a fresh value written at `written_at_ms` is young enough to
+    /// need no refresh at `now_ms`.
+    fn young(&self, written_at_ms: u64, now_ms: u64) -> bool {
         match self.refresh_after {
-            Some(age) => now_ms.saturating_sub(age.as_millis() as u64),
-            None => 0,
+            Some(age) => written_at_ms.saturating_add(age.as_millis() as u64) > now_ms,
+            None => true,
         }
     }
 }
 
-/// What a read of the value key found.
+/// What a value key was found to hold, judged (state byte, invalidation
+/// sequence) by the driver.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Found {
-    /// Nothing under the key.
+    /// Nothing.
     Missing,
-    /// Bytes that are not one of our values (foreign, truncated, newer format,
-    /// or a payload that no longer decodes): a miss that the fill overwrites.
-    Unreadable,
-    /// One of our values.
+    /// Another caller's placeholder: it loads this cold key.
+    Loading,
+    /// A value nobody may be served: bytes that are not one of our values,
+    /// a payload that does not decode, a value whose tag was invalidated
+    /// after it was claimed (deleted), or one claimed before what this
+    /// process knows of the invalidation sequence.
+    Unusable,
+    /// A value that may be served.
     Value {
-        /// Fresh or stale.
-        state: State,
+        /// Invalidated (in place, or by a group) after it was claimed.
+        stale: bool,
         /// When it was written (ms since the Unix epoch).
         written_at_ms: u64,
     },
 }
 
-/// What the claim script answered.
+/// Which lease a caller holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Lease {
+    /// Its placeholder in the value key (a cold key).
+    Placeholder,
+    /// The key's lease key (a refresh of a value that is there).
+    Key,
+}
+
+/// What the refresh-claim script answered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Claim {
-    /// This caller holds the lease and must load, then fill or release.
+    /// This caller holds the lease key and must load, then fill or release.
     Acquired,
-    /// Another caller holds the lease. The script registered this caller as a
-    /// waiter when what it found is not servable to it.
+    /// Another caller holds it. The script registered this caller as a
+    /// waiter if it asked to.
     Busy,
-    /// The value is current (someone filled it since the first read): no load.
-    Current,
+    /// The value is not the one this caller judged (someone refreshed it,
+    /// or it is gone): judge what the script returned instead.
+    Changed,
 }
 
 /// The next thing the driver must do.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Step {
-    /// Read the value key (`GET`).
+    /// Read the value key, claiming it if it is empty
+    /// (`SET key <placeholder> NX PX <lease> GET`).
     Read,
+    /// Register as a waiter of the placeholder found (a script that sets
+    /// its waiters flag and returns what the key holds now). Take the
+    /// wake-up ticket before, then feed the reply to [`ReadFlow::on_watch`].
+    Watch,
     /// Hand the value just read to the callers waiting in this process, then
     /// continue with [`ReadFlow::on_shared`]. Used before an inline refresh,
     /// so that only the refreshing caller waits for the loader.
     Share,
-    /// Put the key in its tag and dependency indexes (so that an
-    /// invalidation of the tag or group during a load finds the key and
-    /// revokes the lease), then run the claim script: re-check the value,
-    /// take the lease if free, register as a waiter otherwise. One round
-    /// trip. The driver feeds the re-read value to [`ReadFlow::on_claim`].
-    Claim,
+    /// Take the key's lease key to refresh the value judged (a script that
+    /// re-checks that the value is still that one). `wait`: register as a
+    /// waiter if the lease is busy (this caller cannot be served what is
+    /// there). Take the wake-up ticket before when `wait`.
+    Claim {
+        /// Register as a waiter when busy.
+        wait: bool,
+    },
     /// Wait for a fill announcement for this key, at most this long.
     Wait(Duration),
-    /// Run the loader. The lease is held if [`ReadFlow::holds_lease`].
+    /// Run the loader. A lease is held if [`ReadFlow::lease`] says so.
     Load,
     /// Write the loaded value, only if the lease is still ours.
     Fill,
-    /// Give the lease back (the loader failed).
+    /// Give the lease back (the loader failed, or the value cannot be stored).
     Release,
-    /// Return the value that was read (decode it; if it does not decode, call
-    /// [`ReadFlow::on_read`] with [`Found::Unreadable`]).
+    /// Return the value that was read (decode it; if it does not decode,
+    /// call [`ReadFlow::on_undecodable`]).
     Serve(Serve),
     /// Return the loaded value.
     ServeLoaded {
         /// Whether callers waiting in this process may take this value. False
-        /// when the fill was refused because an invalidation revoked the lease:
-        /// the value may predate the invalidation, so waiters read again.
+        /// when the fill was refused or failed: the value may predate an
+        /// invalidation, so waiters read again.
         shareable: bool,
     },
     /// Return the loader's error.
@@ -128,9 +154,9 @@ pub(crate) enum Step {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Serve {
     /// The value was invalidated (served because the reader accepts stale data).
-    pub stale: bool,
+    pub(crate) stale: bool,
     /// Start a background refresh after serving.
-    pub refresh: bool,
+    pub(crate) refresh: bool,
 }
 
 impl Serve {
@@ -145,8 +171,6 @@ impl Serve {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Reading,
-    Claiming,
-    Waiting,
     Loading,
     Filling,
     Releasing,
@@ -161,6 +185,10 @@ enum Mode {
     Refresh,
 }
 
+/// How many times in a row the refresh claim may find the value changed
+/// before the flow reads afresh (each time someone else refreshed it).
+const CHANGES: u32 = 3;
+
 /// The state machine of one caller's read (or of one background refresh).
 #[derive(Debug, Clone)]
 pub(crate) struct ReadFlow {
@@ -168,12 +196,10 @@ pub(crate) struct ReadFlow {
     mode: Mode,
     phase: Phase,
     waits_left: u32,
-    leased: bool,
+    changes_left: u32,
+    lease: Option<Lease>,
     /// A value already read that may be served if the refresh is not ours.
     fallback: Option<Serve>,
-    /// The write time of a stored value whose payload did not decode: that
-    /// value is treated as unreadable from then on (a newer one is not).
-    undecodable: Option<u64>,
 }
 
 impl ReadFlow {
@@ -184,17 +210,16 @@ impl ReadFlow {
             mode: Mode::Read,
             phase: Phase::Reading,
             waits_left: policy.retries,
-            leased: false,
+            changes_left: CHANGES,
+            lease: None,
             fallback: None,
-            undecodable: None,
         }
     }
 
-    /// A background refresh of a value that was just served.
+    /// A background refresh of a value that was just served (and read).
     pub(crate) fn refresh(policy: Policy) -> Self {
         ReadFlow {
             mode: Mode::Refresh,
-            phase: Phase::Claiming,
             ..ReadFlow::read(policy)
         }
     }
@@ -203,68 +228,60 @@ impl ReadFlow {
     pub(crate) fn start(&self) -> Step {
         match self.mode {
             Mode::Read => Step::Read,
-            Mode::Refresh => Step::Claim,
+            Mode::Refresh => Step::Claim { wait: false },
         }
     }
 
-    /// True while this caller holds the lease (between `Claim` and `Fill`/`Release`).
-    pub(crate) fn holds_lease(&self) -> bool {
-        self.leased
+    /// The lease this caller holds, between taking it and `Fill`/`Release`.
+    pub(crate) fn lease(&self) -> Option<Lease> {
+        self.lease
     }
 
-    /// Whether readers of this flow accept stale values.
-    pub(crate) fn stale_ok(&self) -> bool {
-        self.policy.stale
-    }
-
-    /// The oldest write time that counts as current for the claim script: the
-    /// policy's, but never a value already found undecodable.
-    pub(crate) fn fresh_since_ms(&self, now_ms: u64) -> u64 {
-        let since = self.policy.fresh_since_ms(now_ms);
-        match self.undecodable {
-            Some(written_at) => since.max(written_at + 1),
-            None => since,
+    /// The result of a `Read`: what the key held, and whether the read left
+    /// this caller's placeholder in an empty key.
+    pub(crate) fn on_read(&mut self, found: Found, claimed: bool, now_ms: u64) -> Step {
+        if claimed {
+            return self.leased(Lease::Placeholder);
         }
+        self.judge(found, now_ms)
     }
 
-    /// A value whose payload does not decode into the caller's type (the
-    /// struct changed): a miss, and the same value stays a miss for this
-    /// flow, so that the claim does not report it as current again.
-    pub(crate) fn on_undecodable(&mut self, written_at_ms: u64, now_ms: u64) -> Step {
-        self.undecodable = Some(written_at_ms);
-        self.on_read(Found::Unreadable, now_ms)
-    }
-
-    fn recheck(&self, found: Found) -> Found {
+    /// Decide on a value key's content that this caller did not claim.
+    fn judge(&mut self, found: Found, now_ms: u64) -> Step {
+        self.phase = Phase::Reading;
         match found {
-            Found::Value { written_at_ms, .. } if Some(written_at_ms) == self.undecodable => {
-                Found::Unreadable
-            }
-            found => found,
-        }
-    }
-
-    /// The result of a `Read`.
-    pub(crate) fn on_read(&mut self, found: Found, now_ms: u64) -> Step {
-        self.phase = Phase::Claiming;
-        match self.recheck(found) {
             Found::Value {
-                state: State::Fresh,
+                stale: false,
                 written_at_ms,
-            } => {
-                if written_at_ms >= self.policy.fresh_since_ms(now_ms) {
-                    self.finish(Step::Serve(Serve::FRESH))
-                } else {
-                    self.serve_and_refresh(false)
+            } if self.policy.young(written_at_ms, now_ms) => {
+                if self.mode == Mode::Refresh {
+                    // Someone refreshed it meanwhile.
+                    return self.finish(Step::Done);
                 }
+                self.finish(Step::Serve(Serve::FRESH))
             }
-            Found::Value {
-                state: State::Stale,
-                ..
-            } if self.policy.stale => self.serve_and_refresh(true),
-            _ => {
+            Found::Value { stale, .. } if !stale || self.policy.stale => {
+                if self.mode == Mode::Refresh {
+                    return Step::Claim { wait: false };
+                }
+                self.serve_and_refresh(stale)
+            }
+            // Empty (an expired placeholder, a deleted value): read again,
+            // which claims it.
+            Found::Missing => Step::Read,
+            Found::Loading => {
+                if self.mode == Mode::Refresh {
+                    return self.finish(Step::Done);
+                }
+                self.wait_or_load_alone(Step::Watch)
+            }
+            // Stale for a stale-off reader, unusable for anyone: refresh it
+            // under the lease key before serving.
+            Found::Value { .. } | Found::Unusable => {
                 self.fallback = None;
-                Step::Claim
+                Step::Claim {
+                    wait: self.mode == Mode::Read,
+                }
             }
         }
     }
@@ -286,22 +303,36 @@ impl ReadFlow {
 
     /// The driver handed the read value to this process's waiters.
     pub(crate) fn on_shared(&mut self) -> Step {
-        Step::Claim
+        Step::Claim { wait: false }
     }
 
-    /// The result of a `Claim`, with what the script re-read.
-    pub(crate) fn on_claim(&mut self, claim: Claim, found: Found, now_ms: u64) -> Step {
-        let found = self.recheck(found);
-        match claim {
-            Claim::Acquired => {
-                self.leased = true;
-                self.phase = Phase::Loading;
-                Step::Load
+    /// The result of a `Watch`: what the key holds now (the waiters flag is
+    /// set if it still holds a placeholder).
+    pub(crate) fn on_watch(&mut self, found: Found, now_ms: u64) -> Step {
+        match found {
+            Found::Loading => self.wait(),
+            found => {
+                // Filled, or gone, between the read and the watch: the wait
+                // that `judge` counted did not happen.
+                self.waits_left += 1;
+                self.judge(found, now_ms)
             }
-            Claim::Current => match self.mode {
-                Mode::Refresh => self.finish(Step::Done),
-                Mode::Read => self.on_read(found, now_ms),
-            },
+        }
+    }
+
+    /// The result of a `Claim`, with what the script found in the value key.
+    pub(crate) fn on_claim(&mut self, claim: Claim, found: Found, now_ms: u64) -> Step {
+        match claim {
+            Claim::Acquired => self.leased(Lease::Key),
+            Claim::Changed if self.changes_left > 0 => {
+                // Judge what is there now (the driver keeps it as the value
+                // read): serve it, share it before refreshing it, or claim
+                // again for it.
+                self.changes_left -= 1;
+                self.fallback = None;
+                self.judge(found, now_ms)
+            }
+            Claim::Changed => self.finish_or_read(),
             Claim::Busy => {
                 if self.mode == Mode::Refresh {
                     return self.finish(Step::Done);
@@ -310,50 +341,61 @@ impl ReadFlow {
                     // Someone else refreshes; serve what we read.
                     return self.finish(Step::Serve(serve));
                 }
-                // What the claim re-read may be servable: a value someone is
-                // already refreshing, or stale data for a stale-on reader.
-                match found {
-                    Found::Value {
-                        state: State::Fresh,
-                        ..
-                    } => return self.finish(Step::Serve(Serve::FRESH)),
-                    Found::Value {
-                        state: State::Stale,
-                        ..
-                    } if self.policy.stale => {
-                        return self.finish(Step::Serve(Serve {
-                            stale: true,
-                            refresh: false,
-                        }));
-                    }
-                    _ => {}
-                }
-                if self.waits_left > 0 {
-                    self.waits_left -= 1;
-                    self.phase = Phase::Waiting;
-                    Step::Wait(self.policy.interval)
-                } else {
-                    // Budget spent: load for ourselves, as the seed does,
-                    // without storing (we hold no lease).
-                    self.phase = Phase::Loading;
-                    Step::Load
-                }
+                self.wait_or_load_alone(Step::Wait(self.policy.interval))
             }
         }
     }
 
-    /// A `Wait` ended (woken by an announcement or timed out).
-    pub(crate) fn on_wait_done(&mut self) -> Step {
-        self.phase = Phase::Claiming;
-        Step::Claim
+    fn finish_or_read(&mut self) -> Step {
+        match self.mode {
+            Mode::Refresh => self.finish(Step::Done),
+            Mode::Read => Step::Read,
+        }
     }
 
-    /// The loader finished.
-    pub(crate) fn on_loaded(&mut self, ok: bool) -> Step {
-        match (ok, self.leased) {
-            (true, true) => {
+    /// Wait (with `step`: a `Watch` first, or the `Wait` itself) while the
+    /// budget lasts; then load alone, without storing.
+    fn wait_or_load_alone(&mut self, step: Step) -> Step {
+        if self.waits_left > 0 {
+            self.waits_left -= 1;
+            step
+        } else {
+            // Budget spent: load for ourselves, as the seed does, without
+            // storing (we hold no lease).
+            self.phase = Phase::Loading;
+            Step::Load
+        }
+    }
+
+    fn wait(&mut self) -> Step {
+        Step::Wait(self.policy.interval)
+    }
+
+    /// A `Wait` ended (woken by an announcement or timed out).
+    pub(crate) fn on_wait_done(&mut self) -> Step {
+        self.phase = Phase::Reading;
+        Step::Read
+    }
+
+    fn leased(&mut self, lease: Lease) -> Step {
+        self.lease = Some(lease);
+        self.phase = Phase::Loading;
+        Step::Load
+    }
+
+    /// The loader finished; `storable`: it succeeded and its value may be
+    /// written (it serialized, is not too large, and no invalidation of its
+    /// dependencies is known to have happened since the claim).
+    pub(crate) fn on_loaded(&mut self, ok: bool, storable: bool) -> Step {
+        match (ok, self.lease.is_some()) {
+            (true, true) if storable => {
                 self.phase = Phase::Filling;
                 Step::Fill
+            }
+            (true, true) => {
+                self.phase = Phase::Releasing;
+                self.fallback = None;
+                Step::Release
             }
             (false, true) => {
                 self.phase = Phase::Releasing;
@@ -372,41 +414,57 @@ impl ReadFlow {
 
     /// The result of a `Fill`: whether the value was stored.
     pub(crate) fn on_filled(&mut self, stored: bool) -> Step {
-        self.leased = false;
+        self.lease = None;
         self.finish(match self.mode {
             Mode::Read => Step::ServeLoaded { shareable: stored },
             Mode::Refresh => Step::Done,
         })
     }
 
-    /// A `Release` finished.
-    pub(crate) fn on_released(&mut self) -> Step {
-        self.leased = false;
-        self.finish(match self.mode {
-            Mode::Read => Step::ServeError,
-            Mode::Refresh => Step::Done,
+    /// A `Release` finished; `loaded`: the loader had succeeded (its value
+    /// was not stored).
+    pub(crate) fn on_released(&mut self, loaded: bool) -> Step {
+        self.lease = None;
+        self.finish(match (self.mode, loaded) {
+            (Mode::Read, true) => Step::ServeLoaded { shareable: false },
+            (Mode::Read, false) => Step::ServeError,
+            (Mode::Refresh, _) => Step::Done,
         })
+    }
+
+    /// A value this flow was about to serve does not decode into the
+    /// caller's type (the struct changed): it is unusable; refresh it.
+    pub(crate) fn on_undecodable(&mut self) -> Step {
+        self.fallback = None;
+        self.judge(Found::Unusable, 0)
     }
 
     /// The store failed (error, timeout, breaker open) during the last step.
     /// The cache fails open: the caller still gets a value.
     pub(crate) fn on_store_error(&mut self) -> Step {
         match self.phase {
-            Phase::Reading | Phase::Claiming | Phase::Waiting => {
+            Phase::Reading => {
                 if self.mode == Mode::Refresh {
                     return self.finish(Step::Done);
                 }
                 if let Some(serve) = self.fallback {
                     return self.finish(Step::Serve(serve));
                 }
-                self.leased = false;
+                self.lease = None;
                 self.phase = Phase::Loading;
                 Step::Load
             }
-            // A failed fill: the value is returned, not stored. The lease
-            // expires by itself.
-            Phase::Filling => self.on_filled(true),
-            Phase::Releasing => self.on_released(),
+            // A failed fill: the value is returned, not stored, and not
+            // shared (the server may have refused it). The lease expires by
+            // itself.
+            Phase::Filling => self.on_filled(false),
+            Phase::Releasing => {
+                self.lease = None;
+                self.finish(match self.mode {
+                    Mode::Read => Step::ServeError,
+                    Mode::Refresh => Step::Done,
+                })
+            }
             Phase::Loading | Phase::Finished => self.finish(Step::Done),
         }
     }
@@ -435,55 +493,75 @@ mod tests {
 
     fn fresh(at: u64) -> Found {
         Found::Value {
-            state: State::Fresh,
+            stale: false,
             written_at_ms: at,
         }
     }
 
     fn stale() -> Found {
         Found::Value {
-            state: State::Stale,
+            stale: true,
             written_at_ms: 1,
         }
     }
 
     const SERVE_FRESH: Step = Step::Serve(Serve::FRESH);
+    const WAIT: Step = Step::Wait(INTERVAL);
+    const CLAIM_WAITING: Step = Step::Claim { wait: true };
 
     #[test]
     fn a_fresh_value_is_served_after_one_read() {
         let mut flow = ReadFlow::read(policy());
         assert_eq!(flow.start(), Step::Read);
-        assert_eq!(flow.on_read(fresh(10), 20), SERVE_FRESH);
+        assert_eq!(flow.on_read(fresh(10), false, 20), SERVE_FRESH);
     }
 
     #[test]
-    fn a_miss_claims_loads_and_fills() {
+    fn a_cold_read_claims_then_loads_and_fills() {
         let mut flow = ReadFlow::read(policy());
-        assert_eq!(flow.on_read(Found::Missing, 0), Step::Claim);
+        assert_eq!(flow.on_read(Found::Missing, true, 0), Step::Load);
+        assert_eq!(flow.lease(), Some(Lease::Placeholder));
+        assert_eq!(flow.on_loaded(true, true), Step::Fill);
+        assert_eq!(flow.on_filled(true), Step::ServeLoaded { shareable: true });
+        assert_eq!(flow.lease(), None);
+    }
+
+    #[test]
+    fn an_unusable_value_is_refreshed_under_the_lease_key() {
+        let mut flow = ReadFlow::read(policy());
+        assert_eq!(flow.on_read(Found::Unusable, false, 0), CLAIM_WAITING);
         assert_eq!(
-            flow.on_claim(Claim::Acquired, Found::Missing, 0),
+            flow.on_claim(Claim::Acquired, Found::Unusable, 0),
             Step::Load
         );
-        assert!(flow.holds_lease());
-        assert_eq!(flow.on_loaded(true), Step::Fill);
-        assert_eq!(flow.on_filled(true), Step::ServeLoaded { shareable: true });
-        assert!(!flow.holds_lease());
+        assert_eq!(flow.lease(), Some(Lease::Key));
     }
 
     #[test]
-    fn an_unreadable_value_is_a_miss() {
+    fn a_revoked_or_failed_fill_is_not_shared() {
         let mut flow = ReadFlow::read(policy());
-        assert_eq!(flow.on_read(Found::Unreadable, 0), Step::Claim);
-    }
-
-    #[test]
-    fn a_revoked_fill_is_not_shared() {
-        let mut flow = ReadFlow::read(policy());
-        flow.on_read(Found::Missing, 0);
-        flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        flow.on_loaded(true);
+        flow.on_read(Found::Missing, true, 0);
+        flow.on_loaded(true, true);
         assert_eq!(
             flow.on_filled(false),
+            Step::ServeLoaded { shareable: false }
+        );
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(Found::Missing, true, 0);
+        flow.on_loaded(true, true);
+        assert_eq!(
+            flow.on_store_error(),
+            Step::ServeLoaded { shareable: false }
+        );
+    }
+
+    #[test]
+    fn a_value_known_to_be_invalidated_during_its_load_is_released_not_filled() {
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(Found::Missing, true, 0);
+        assert_eq!(flow.on_loaded(true, false), Step::Release);
+        assert_eq!(
+            flow.on_released(true),
             Step::ServeLoaded { shareable: false }
         );
     }
@@ -491,45 +569,41 @@ mod tests {
     #[test]
     fn a_failed_load_releases_the_lease() {
         let mut flow = ReadFlow::read(policy());
-        flow.on_read(Found::Missing, 0);
-        flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        assert_eq!(flow.on_loaded(false), Step::Release);
-        assert_eq!(flow.on_released(), Step::ServeError);
+        flow.on_read(Found::Missing, true, 0);
+        assert_eq!(flow.on_loaded(false, false), Step::Release);
+        assert_eq!(flow.on_released(false), Step::ServeError);
     }
 
     #[test]
-    fn busy_waits_within_budget_then_loads_alone() {
+    fn a_key_being_loaded_is_watched_and_waited_for_within_the_budget() {
         let mut flow = ReadFlow::read(policy());
-        flow.on_read(Found::Missing, 0);
+        assert_eq!(flow.on_read(Found::Loading, false, 0), Step::Watch);
+        assert_eq!(flow.on_watch(Found::Loading, 0), WAIT);
+        assert_eq!(flow.on_wait_done(), Step::Read);
+        assert_eq!(flow.on_read(Found::Loading, false, 0), Step::Watch);
+        assert_eq!(flow.on_watch(Found::Loading, 0), WAIT);
+        assert_eq!(flow.on_wait_done(), Step::Read);
+        // Budget spent: load alone, without a lease.
+        assert_eq!(flow.on_read(Found::Loading, false, 0), Step::Load);
+        assert_eq!(flow.lease(), None);
         assert_eq!(
-            flow.on_claim(Claim::Busy, Found::Missing, 0),
-            Step::Wait(INTERVAL)
+            flow.on_loaded(true, true),
+            Step::ServeLoaded { shareable: true }
         );
-        assert_eq!(flow.on_wait_done(), Step::Claim);
-        assert_eq!(
-            flow.on_claim(Claim::Busy, Found::Missing, 0),
-            Step::Wait(INTERVAL)
-        );
-        assert_eq!(flow.on_wait_done(), Step::Claim);
-        assert_eq!(flow.on_claim(Claim::Busy, Found::Missing, 0), Step::Load);
-        assert!(!flow.holds_lease());
-        assert_eq!(flow.on_loaded(true), Step::ServeLoaded { shareable: true });
     }
 
     #[test]
-    fn a_waiter_serves_the_value_that_was_filled() {
+    fn a_fill_between_read_and_watch_is_served_without_a_wait() {
         let mut flow = ReadFlow::read(policy());
-        flow.on_read(Found::Missing, 0);
-        flow.on_claim(Claim::Busy, Found::Missing, 0);
-        flow.on_wait_done();
-        assert_eq!(flow.on_claim(Claim::Current, fresh(5), 6), SERVE_FRESH);
+        flow.on_read(Found::Loading, false, 0);
+        assert_eq!(flow.on_watch(fresh(5), 6), SERVE_FRESH);
     }
 
     #[test]
     fn stale_on_serves_stale_and_refreshes_inline() {
         let mut flow = ReadFlow::read(policy());
-        assert_eq!(flow.on_read(stale(), 0), Step::Share);
-        assert_eq!(flow.on_shared(), Step::Claim);
+        assert_eq!(flow.on_read(stale(), false, 0), Step::Share);
+        assert_eq!(flow.on_shared(), Step::Claim { wait: false });
         // Someone else refreshes: serve the stale value now.
         assert_eq!(
             flow.on_claim(Claim::Busy, stale(), 0),
@@ -540,7 +614,7 @@ mod tests {
         );
         // Or we win the lease and refresh.
         let mut flow = ReadFlow::read(policy());
-        flow.on_read(stale(), 0);
+        flow.on_read(stale(), false, 0);
         flow.on_shared();
         assert_eq!(flow.on_claim(Claim::Acquired, stale(), 0), Step::Load);
     }
@@ -552,19 +626,22 @@ mod tests {
             ..policy()
         });
         assert_eq!(
-            flow.on_read(stale(), 0),
+            flow.on_read(stale(), false, 0),
             Step::Serve(Serve {
                 stale: true,
                 refresh: true
             })
         );
         let mut refresh = ReadFlow::refresh(policy());
-        assert_eq!(refresh.start(), Step::Claim);
+        assert_eq!(refresh.start(), Step::Claim { wait: false });
         assert_eq!(refresh.on_claim(Claim::Busy, stale(), 0), Step::Done);
         let mut refresh = ReadFlow::refresh(policy());
         assert_eq!(refresh.on_claim(Claim::Acquired, stale(), 0), Step::Load);
-        assert_eq!(refresh.on_loaded(true), Step::Fill);
+        assert_eq!(refresh.on_loaded(true, true), Step::Fill);
         assert_eq!(refresh.on_filled(true), Step::Done);
+        // A refresh that finds the value refreshed already stops.
+        let mut refresh = ReadFlow::refresh(policy());
+        assert_eq!(refresh.on_claim(Claim::Changed, fresh(9), 10), Step::Done);
     }
 
     #[test]
@@ -573,8 +650,26 @@ mod tests {
             stale: false,
             ..policy()
         });
-        assert_eq!(flow.on_read(stale(), 0), Step::Claim);
-        assert_eq!(flow.on_claim(Claim::Busy, stale(), 0), Step::Wait(INTERVAL));
+        assert_eq!(flow.on_read(stale(), false, 0), CLAIM_WAITING);
+        assert_eq!(flow.on_claim(Claim::Busy, stale(), 0), WAIT);
+        assert_eq!(flow.on_wait_done(), Step::Read);
+    }
+
+    #[test]
+    fn a_claim_that_finds_the_value_refreshed_serves_it() {
+        let mut flow = ReadFlow::read(Policy {
+            stale: false,
+            ..policy()
+        });
+        flow.on_read(stale(), false, 0);
+        assert_eq!(flow.on_claim(Claim::Changed, fresh(9), 10), SERVE_FRESH);
+        // Gone meanwhile: read again (which claims the cold key).
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(Found::Unusable, false, 0);
+        assert_eq!(
+            flow.on_claim(Claim::Changed, Found::Missing, 10),
+            Step::Read
+        );
     }
 
     #[test]
@@ -584,44 +679,32 @@ mod tests {
             ..policy()
         };
         let mut young = ReadFlow::read(policy);
-        assert_eq!(young.on_read(fresh(950), 1000), SERVE_FRESH);
+        assert_eq!(young.on_read(fresh(950), false, 1000), SERVE_FRESH);
         let mut old = ReadFlow::read(policy);
-        assert_eq!(old.on_read(fresh(800), 1000), Step::Share);
-        assert_eq!(policy.fresh_since_ms(1000), 900);
+        assert_eq!(old.on_read(fresh(800), false, 1000), Step::Share);
     }
 
     #[test]
-    fn an_undecodable_value_is_never_current_again() {
+    fn an_undecodable_value_is_refreshed() {
         let mut flow = ReadFlow::read(policy());
-        assert_eq!(flow.on_read(fresh(5), 6), SERVE_FRESH);
+        assert_eq!(flow.on_read(fresh(5), false, 6), SERVE_FRESH);
         // The driver could not decode it.
-        assert_eq!(flow.on_undecodable(5, 6), Step::Claim);
-        assert_eq!(flow.fresh_since_ms(6), 6);
-        // Someone else holds the lease and the same value is still there: wait.
-        assert_eq!(
-            flow.on_claim(Claim::Busy, fresh(5), 6),
-            Step::Wait(INTERVAL)
-        );
-        flow.on_wait_done();
-        // A newer value was filled meanwhile: serve it.
-        assert_eq!(flow.on_claim(Claim::Current, fresh(9), 10), SERVE_FRESH);
+        assert_eq!(flow.on_undecodable(), CLAIM_WAITING);
+        assert_eq!(flow.on_claim(Claim::Busy, Found::Unusable, 6), WAIT);
     }
 
     #[test]
     fn store_errors_fail_open() {
         let mut flow = ReadFlow::read(policy());
         assert_eq!(flow.on_store_error(), Step::Load);
-        assert_eq!(flow.on_loaded(true), Step::ServeLoaded { shareable: true });
-
-        let mut flow = ReadFlow::read(policy());
-        flow.on_read(Found::Missing, 0);
-        flow.on_claim(Claim::Acquired, Found::Missing, 0);
-        flow.on_loaded(true);
-        assert_eq!(flow.on_store_error(), Step::ServeLoaded { shareable: true });
+        assert_eq!(
+            flow.on_loaded(true, true),
+            Step::ServeLoaded { shareable: true }
+        );
 
         // A stale value already read is served when the claim fails.
         let mut flow = ReadFlow::read(policy());
-        flow.on_read(stale(), 0);
+        flow.on_read(stale(), false, 0);
         flow.on_shared();
         assert_eq!(
             flow.on_store_error(),

@@ -1,18 +1,18 @@
-//! The embedded default store: the same semantics as the Redis scripts, in
-//! one process.
+//! The embedded default store: the same semantics as the Redis commands and
+//! scripts, in one process.
 //!
 //! [`MemoryState`] is plain data with an explicit clock (`now_ms` arguments),
 //! so the protocol's model check can drive it with a fake clock;
 //! [`MemoryStore`] puts it behind a mutex with the system clock.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 
-use crate::envelope::{self, PREFIX, STALE};
+use crate::envelope::{self, STALE, STATE_OFFSET, Stored as Parsed, WAITERS_OFFSET};
 use crate::key::StoreKeys;
-use crate::protocol::Claim;
+use crate::protocol::{Claim, Lease};
 
-use super::{IndexAdd, Scoring};
+use super::{ClaimRefresh, Extend, Fill, LogEntry, Removal};
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -21,7 +21,7 @@ struct Stored {
 }
 
 #[derive(Debug, Clone)]
-struct Lease {
+struct LeaseKey {
     token: String,
     waiters: bool,
     expires_at_ms: u64,
@@ -31,14 +31,25 @@ struct Lease {
 #[derive(Debug, Default, Clone)]
 pub(crate) struct MemoryState {
     values: HashMap<String, Stored>,
-    leases: HashMap<String, Lease>,
-    indexes: HashMap<String, HashMap<String, Option<u64>>>,
+    leases: HashMap<String, LeaseKey>,
+    /// The invalidation sequence's last number.
+    seq: u64,
+    /// Its log: (number, payload), oldest first.
+    log: VecDeque<LogEntry>,
     writes_since_sweep: usize,
 }
 
 /// Sweep expired values after this many writes, so that keys nobody reads
 /// again do not pile up.
 const SWEEP_EVERY: usize = 1024;
+
+/// Whether `bytes` is a placeholder, and of which token.
+fn placeholder(bytes: &[u8]) -> Option<(&[u8], bool)> {
+    match Parsed::parse(bytes) {
+        Ok(Parsed::Loading { token, waiters }) => Some((token, waiters)),
+        _ => None,
+    }
+}
 
 impl MemoryState {
     /// The bytes under a value key (`GET`).
@@ -57,7 +68,7 @@ impl MemoryState {
         self.values.get_mut(value_key)
     }
 
-    fn live_lease(&mut self, lease_key: &str, now_ms: u64) -> Option<&mut Lease> {
+    fn live_lease(&mut self, lease_key: &str, now_ms: u64) -> Option<&mut LeaseKey> {
         if self
             .leases
             .get(lease_key)
@@ -68,37 +79,80 @@ impl MemoryState {
         self.leases.get_mut(lease_key)
     }
 
-    /// The claim script: report a current value, or take the lease, or
-    /// register as a waiter. Returns the value found either way.
-    pub(crate) fn claim(
+    fn put(&mut self, value_key: &str, bytes: Vec<u8>, expires_at_ms: Option<u64>, now_ms: u64) {
+        self.values.insert(
+            value_key.to_owned(),
+            Stored {
+                bytes,
+                expires_at_ms,
+            },
+        );
+        self.writes_since_sweep += 1;
+        if self.writes_since_sweep >= SWEEP_EVERY {
+            self.sweep(now_ms);
+        }
+    }
+
+    /// `SET key placeholder NX PX lease GET`: what the key held, or `None`
+    /// when it was empty and now holds the placeholder.
+    pub(crate) fn read_claim(
         &mut self,
-        request: &ClaimRequest<'_>,
+        value_key: &str,
+        placeholder: &[u8],
+        lease_ms: u64,
+        now_ms: u64,
+    ) -> Option<Vec<u8>> {
+        if let Some(found) = self.get(value_key, now_ms) {
+            return Some(found);
+        }
+        self.put(
+            value_key,
+            placeholder.to_vec(),
+            Some(now_ms + lease_ms),
+            now_ms,
+        );
+        None
+    }
+
+    /// The watch script: set a placeholder's waiters flag; what the key holds.
+    pub(crate) fn watch(&mut self, value_key: &str, now_ms: u64) -> Option<Vec<u8>> {
+        let stored = self.live_value(value_key, now_ms)?;
+        let found = stored.bytes.clone();
+        if placeholder(&stored.bytes).is_some() {
+            stored.bytes[WAITERS_OFFSET] = 1;
+        }
+        Some(found)
+    }
+
+    /// The claim script: take the lease key if the value is still the one
+    /// judged, or register as a waiter.
+    pub(crate) fn claim_refresh(
+        &mut self,
+        op: &ClaimRefresh<'_>,
         now_ms: u64,
     ) -> (Claim, Option<Vec<u8>>) {
-        let found = self.get(request.keys.value(), now_ms);
-        if let Some(bytes) = &found
-            && is_current(bytes, request.fresh_since_ms)
-        {
-            return (Claim::Current, found);
+        let found = self.get(op.keys.value(), now_ms);
+        let still = found
+            .as_deref()
+            .is_some_and(|v| placeholder(v).is_none() && v.starts_with(op.expected));
+        if !still {
+            return (Claim::Changed, found);
         }
-        let lease_key = request.keys.lease();
+        let lease_key = op.keys.lease();
         match self.live_lease(&lease_key, now_ms) {
             None => {
                 self.leases.insert(
                     lease_key,
-                    Lease {
-                        token: request.token.to_owned(),
+                    LeaseKey {
+                        token: op.token.to_owned(),
                         waiters: false,
-                        expires_at_ms: now_ms + request.lease_ms,
+                        expires_at_ms: now_ms + op.lease_ms,
                     },
                 );
                 (Claim::Acquired, found)
             }
             Some(lease) => {
-                let servable = found
-                    .as_deref()
-                    .is_some_and(|bytes| is_servable(bytes, request.stale_ok));
-                if !servable {
+                if op.wait {
                     lease.waiters = true;
                 }
                 (Claim::Busy, found)
@@ -107,145 +161,133 @@ impl MemoryState {
     }
 
     /// Push a lease's expiry forward if `token` still holds it.
-    pub(crate) fn extend(
-        &mut self,
-        keys: &StoreKeys,
-        token: &str,
-        lease_ms: u64,
-        now_ms: u64,
-    ) -> bool {
-        match self.live_lease(&keys.lease(), now_ms) {
-            Some(lease) if lease.token == token => {
-                lease.expires_at_ms = now_ms + lease_ms;
-                true
-            }
-            _ => false,
+    pub(crate) fn extend(&mut self, op: &Extend<'_>, now_ms: u64) -> bool {
+        match op.lease {
+            Lease::Placeholder => match self.live_value(op.keys.value(), now_ms) {
+                Some(stored)
+                    if placeholder(&stored.bytes)
+                        .is_some_and(|(token, _)| token == op.token.as_bytes()) =>
+                {
+                    stored.expires_at_ms = Some(now_ms + op.lease_ms);
+                    true
+                }
+                _ => false,
+            },
+            Lease::Key => match self.live_lease(&op.keys.lease(), now_ms) {
+                Some(lease) if lease.token == op.token => {
+                    lease.expires_at_ms = now_ms + op.lease_ms;
+                    true
+                }
+                _ => false,
+            },
         }
     }
 
-    /// The fill script: index the key, then store the value only if `token`
-    /// still holds the lease. Returns (stored, waiters to wake).
-    pub(crate) fn fill(&mut self, request: &FillRequest<'_>, now_ms: u64) -> (bool, bool) {
-        for add in request.indexes {
-            self.index_add(
-                add,
-                request.keys.cache_key(request.prefix),
-                Scoring::Set,
-                now_ms,
-            );
+    /// Take the lease back if `token` holds it. Returns (held, waiters).
+    fn take_lease(
+        &mut self,
+        keys: &StoreKeys,
+        lease: Lease,
+        token: &str,
+        now_ms: u64,
+    ) -> (bool, bool) {
+        match lease {
+            Lease::Placeholder => {
+                let waiters = match self.live_value(keys.value(), now_ms) {
+                    Some(stored) => match placeholder(&stored.bytes) {
+                        Some((held, waiters)) if held == token.as_bytes() => waiters,
+                        _ => return (false, false),
+                    },
+                    None => return (false, false),
+                };
+                self.values.remove(keys.value());
+                (true, waiters)
+            }
+            Lease::Key => {
+                let lease_key = keys.lease();
+                match self.live_lease(&lease_key, now_ms) {
+                    Some(held) if held.token == token => {
+                        let waiters = held.waiters;
+                        self.leases.remove(&lease_key);
+                        (true, waiters)
+                    }
+                    _ => (false, false),
+                }
+            }
         }
-        let lease_key = request.keys.lease();
-        let waiters = match self.live_lease(&lease_key, now_ms) {
-            Some(lease) if lease.token == request.token => lease.waiters,
-            _ => return (false, false),
-        };
-        self.leases.remove(&lease_key);
-        self.values.insert(
-            request.keys.value().to_owned(),
-            Stored {
-                bytes: request.envelope.to_vec(),
-                expires_at_ms: request.ttl_ms.map(|ttl| now_ms + ttl),
-            },
-        );
-        self.writes_since_sweep += 1;
-        if self.writes_since_sweep >= SWEEP_EVERY {
-            self.sweep(now_ms);
+    }
+
+    /// The fill script: store the value only if the lease is still ours.
+    /// Returns (stored, waiters to wake).
+    pub(crate) fn fill(&mut self, op: &Fill<'_>, now_ms: u64) -> (bool, bool) {
+        let (held, waiters) = self.take_lease(op.keys, op.lease, op.token, now_ms);
+        if !held {
+            return (false, false);
         }
+        let expires = op.ttl_ms.map(|ttl| now_ms + ttl);
+        self.put(op.keys.value(), op.envelope.to_vec(), expires, now_ms);
         (true, waiters)
     }
 
     /// Give a lease back. Returns whether waiters must be woken.
-    pub(crate) fn release(&mut self, keys: &StoreKeys, token: &str, now_ms: u64) -> bool {
-        let lease_key = keys.lease();
-        match self.live_lease(&lease_key, now_ms) {
-            Some(lease) if lease.token == token => {
-                let waiters = lease.waiters;
-                self.leases.remove(&lease_key);
-                waiters
-            }
-            _ => false,
-        }
-    }
-
-    /// Mark a value stale in place (keeping its expiry) and revoke its lease.
-    /// Returns (whether a value was marked, whether waiters must be woken).
-    pub(crate) fn mark_stale(&mut self, keys: &StoreKeys, now_ms: u64) -> (bool, bool) {
-        let marked = match self.live_value(keys.value(), now_ms) {
-            Some(stored) if stored.bytes.starts_with(&PREFIX) => {
-                stored.bytes[envelope::STATE_OFFSET] = STALE;
-                true
-            }
-            _ => false,
-        };
-        let waiters = self.leases.remove(&keys.lease()).is_some_and(|l| l.waiters);
-        (marked, waiters)
-    }
-
-    /// Delete a value and revoke its lease. Returns (whether a value was
-    /// deleted, whether waiters must be woken).
-    pub(crate) fn delete(&mut self, keys: &StoreKeys, now_ms: u64) -> (bool, bool) {
-        let waiters = self.leases.remove(&keys.lease()).is_some_and(|l| l.waiters);
-        let deleted = self.live_value(keys.value(), now_ms).is_some();
-        self.values.remove(keys.value());
-        (deleted, waiters)
-    }
-
-    /// `ZADD` (or `ZADD GT` with [`Scoring::Extend`]), then prune when due.
-    pub(crate) fn index_add(
+    pub(crate) fn release(
         &mut self,
-        add: &IndexAdd,
-        member: &str,
-        scoring: Scoring,
+        keys: &StoreKeys,
+        lease: Lease,
+        token: &str,
         now_ms: u64,
-    ) {
-        let index = self.indexes.entry(add.index.clone()).or_default();
-        let expiry = add.expiry.at(now_ms);
-        match (scoring, index.get_mut(member)) {
-            (Scoring::Extend, Some(current)) => {
-                // GT: None (never) is the greatest expiry.
-                if current.is_some_and(|c| expiry.is_none_or(|e| e > c)) {
-                    *current = expiry;
-                }
-            }
-            _ => {
-                index.insert(member.to_owned(), expiry);
-            }
-        }
-        if add.prune {
-            index.retain(|_, expiry| expiry.is_none_or(|at| at > now_ms));
-        }
+    ) -> bool {
+        self.take_lease(keys, lease, token, now_ms).1
     }
 
-    /// The live members of an index (cache keys).
-    pub(crate) fn index_members(&mut self, index: &str, now_ms: u64) -> Vec<String> {
-        self.indexes
-            .get(index)
-            .map(|members| {
-                members
-                    .iter()
-                    .filter(|(_, expiry)| expiry.is_none_or(|at| at > now_ms))
-                    .map(|(member, _)| member.clone())
-                    .collect()
-            })
-            .unwrap_or_default()
-    }
-
-    /// Number of members stored in an index, expired or not (for tests of pruning).
-    #[cfg(test)]
-    pub(crate) fn index_len(&self, index: &str) -> usize {
-        self.indexes.get(index).map_or(0, HashMap::len)
-    }
-
-    /// Remove members from an index.
-    pub(crate) fn index_remove(&mut self, index: &str, members: &[String]) {
-        if let Some(set) = self.indexes.get_mut(index) {
-            for member in members {
-                set.remove(member);
-            }
-            if set.is_empty() {
-                self.indexes.remove(index);
-            }
+    /// The invalidate script: revoke the lease key and any placeholder, then
+    /// mark the value stale in place (keeping its expiry) or delete it.
+    /// Returns (whether a value was marked or deleted, whether waiters must
+    /// be woken).
+    pub(crate) fn invalidate(
+        &mut self,
+        keys: &StoreKeys,
+        removal: Removal,
+        now_ms: u64,
+    ) -> (bool, bool) {
+        let mut waiters = self.leases.remove(&keys.lease()).is_some_and(|l| l.waiters);
+        let Some(stored) = self.live_value(keys.value(), now_ms) else {
+            return (false, waiters);
+        };
+        if let Some((_, placeholder_waiters)) = placeholder(&stored.bytes) {
+            waiters |= placeholder_waiters;
+            self.values.remove(keys.value());
+            return (false, waiters);
         }
+        let is_value = envelope::Envelope::parse(&stored.bytes).is_ok();
+        if removal == Removal::Delete || !is_value {
+            self.values.remove(keys.value());
+        } else {
+            stored.bytes[STATE_OFFSET] = STALE;
+        }
+        (true, waiters)
+    }
+
+    /// The record script: number an invalidation and log it.
+    pub(crate) fn record(&mut self, payload: &[u8], log_len: u64) -> u64 {
+        self.seq += 1;
+        self.log.push_back((self.seq, payload.to_vec()));
+        while self.log.len() as u64 > log_len.max(1) {
+            self.log.pop_front();
+        }
+        self.seq
+    }
+
+    /// The sequence's number and the log from `from` on.
+    pub(crate) fn read_log(&self, from: u64, count: usize) -> (u64, Vec<LogEntry>) {
+        let entries = self
+            .log
+            .iter()
+            .filter(|(seq, _)| *seq >= from)
+            .take(count)
+            .cloned()
+            .collect();
+        (self.seq, entries)
     }
 
     /// Value and lease keys matching a Redis glob (as `SCAN MATCH` sees them).
@@ -265,56 +307,6 @@ impl MemoryState {
             .retain(|_, s| s.expires_at_ms.is_none_or(|at| at > now_ms));
         self.leases.retain(|_, l| l.expires_at_ms > now_ms);
     }
-}
-
-/// A fresh value written at or after `fresh_since_ms`.
-fn is_current(bytes: &[u8], fresh_since_ms: u64) -> bool {
-    match envelope::Envelope::parse(bytes) {
-        Ok(e) => e.state == envelope::State::Fresh && e.written_at_ms >= fresh_since_ms,
-        Err(_) => false,
-    }
-}
-
-/// A value a reader may be given while someone else loads.
-fn is_servable(bytes: &[u8], stale_ok: bool) -> bool {
-    match envelope::Envelope::parse(bytes) {
-        Ok(e) => e.state == envelope::State::Fresh || stale_ok,
-        Err(_) => false,
-    }
-}
-
-/// What the claim script needs.
-#[derive(Debug)]
-pub(crate) struct ClaimRequest<'a> {
-    /// The key being claimed.
-    pub(crate) keys: &'a StoreKeys,
-    /// This caller's lease token.
-    pub(crate) token: &'a str,
-    /// Lease lifetime.
-    pub(crate) lease_ms: u64,
-    /// A fresh value written at or after this time needs no load.
-    pub(crate) fresh_since_ms: u64,
-    /// The caller may be served a stale value (and then needs no wake-up).
-    pub(crate) stale_ok: bool,
-}
-
-/// What the fill script needs.
-#[derive(Debug)]
-pub(crate) struct FillRequest<'a> {
-    /// The store's key prefix.
-    pub(crate) prefix: &'a str,
-    /// The key being filled.
-    pub(crate) keys: &'a StoreKeys,
-    /// The lease token the fill is conditional on.
-    pub(crate) token: &'a str,
-    /// The sealed envelope.
-    pub(crate) envelope: &'a [u8],
-    /// Time to live, if any.
-    pub(crate) ttl_ms: Option<u64>,
-    /// Lease lifetime (to put back a lease that is not ours).
-    pub(crate) lease_ms: u64,
-    /// Indexes the key joins before it is written.
-    pub(crate) indexes: &'a [IndexAdd],
 }
 
 /// [`MemoryState`] behind a mutex, on the system clock.
@@ -338,163 +330,181 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::envelope::{Codec, seal};
+    use crate::codec::Codec;
+    use crate::envelope::{Header, placeholder as new_placeholder, seal};
 
     fn keys(key: &str) -> StoreKeys {
         StoreKeys::new("CM:", key)
     }
 
-    fn claim<'a>(keys: &'a StoreKeys, token: &'a str, stale_ok: bool) -> ClaimRequest<'a> {
-        ClaimRequest {
-            keys,
-            token,
-            lease_ms: 1000,
-            fresh_since_ms: 0,
-            stale_ok,
-        }
+    fn value() -> Vec<u8> {
+        seal(
+            &Header {
+                codec: Codec::MessagePack,
+                written_at_ms: 1,
+                claim_seq: 0,
+                dependencies: &[],
+            },
+            &[0xC0],
+        )
+        .expect("no names")
     }
 
-    fn fill<'a>(keys: &'a StoreKeys, token: &'a str, envelope: &'a [u8]) -> FillRequest<'a> {
-        FillRequest {
-            prefix: "CM:",
+    fn fill<'a>(keys: &'a StoreKeys, lease: Lease, token: &'a str, envelope: &'a [u8]) -> Fill<'a> {
+        Fill {
             keys,
+            lease,
             token,
             envelope,
             ttl_ms: Some(500),
+        }
+    }
+
+    fn claim<'a>(keys: &'a StoreKeys, token: &'a str, expected: &'a [u8]) -> ClaimRefresh<'a> {
+        ClaimRefresh {
+            keys,
+            token,
             lease_ms: 1000,
-            indexes: &[],
+            expected,
+            wait: true,
         }
     }
 
     #[test]
-    fn claim_fill_read() {
+    fn a_cold_read_claims_and_only_its_fill_lands() {
         let mut state = MemoryState::default();
         let k = keys("a");
-        let value = seal(Codec::MessagePack, 1, &[0xC0]);
-        assert_eq!(state.claim(&claim(&k, "t1", false), 0).0, Claim::Acquired);
-        assert_eq!(state.claim(&claim(&k, "t2", false), 0).0, Claim::Busy);
-        assert_eq!(state.fill(&fill(&k, "t2", &value), 1), (false, false));
-        assert_eq!(state.fill(&fill(&k, "t1", &value), 1), (true, true));
-        assert_eq!(state.get(k.value(), 2), Some(value.clone()));
-        assert_eq!(state.claim(&claim(&k, "t3", false), 2).0, Claim::Current);
-        // Expired by its ttl (written at 1, ttl 500).
-        assert_eq!(state.get(k.value(), 501), None);
-    }
-
-    #[test]
-    fn invalidation_revokes_the_lease_and_marks_stale() {
-        let mut state = MemoryState::default();
-        let k = keys("a");
-        let value = seal(Codec::MessagePack, 1, &[0xC0]);
-        state.claim(&claim(&k, "t1", false), 0);
-        state.fill(&fill(&k, "t1", &value), 0);
-        state.claim(&claim(&k, "t2", false), 0); // current: no lease
-        assert_eq!(state.mark_stale(&k, 1), (true, false));
-        let stale = state.get(k.value(), 1).expect("still there");
-        assert_eq!(stale[envelope::STATE_OFFSET], STALE);
-        // A load that began before the invalidation cannot fill.
-        assert_eq!(state.claim(&claim(&k, "t3", false), 2).0, Claim::Acquired);
-        state.mark_stale(&k, 3);
-        assert_eq!(state.fill(&fill(&k, "t3", &value), 4), (false, false));
-    }
-
-    #[test]
-    fn stale_readers_are_not_registered_as_waiters() {
-        let mut state = MemoryState::default();
-        let k = keys("a");
-        let value = seal(Codec::MessagePack, 1, &[0xC0]);
-        state.claim(&claim(&k, "t1", false), 0);
-        state.fill(&fill(&k, "t1", &value), 0);
-        state.mark_stale(&k, 1);
-        assert_eq!(state.claim(&claim(&k, "t2", true), 1).0, Claim::Acquired);
-        assert_eq!(state.claim(&claim(&k, "t3", true), 1).0, Claim::Busy);
-        assert_eq!(state.fill(&fill(&k, "t2", &value), 2), (true, false));
-    }
-
-    #[test]
-    fn foreign_values_are_not_marked() {
-        let mut state = MemoryState::default();
-        let k = keys("a");
-        state.values.insert(
-            k.value().to_owned(),
-            Stored {
-                bytes: b"hello".to_vec(),
-                expires_at_ms: None,
-            },
-        );
-        assert_eq!(state.mark_stale(&k, 0), (false, false));
-        assert_eq!(state.get(k.value(), 0), Some(b"hello".to_vec()));
-    }
-
-    #[test]
-    fn registration_only_pushes_expiry_later() {
-        let mut state = MemoryState::default();
-        let add = |ms| IndexAdd {
-            index: "i".into(),
-            expiry: super::super::Expiry::After(ms),
-            prune: false,
-        };
-        state.index_add(&add(1000), "k", Scoring::Set, 0);
-        state.index_add(&add(10), "k", Scoring::Extend, 0);
-        assert_eq!(state.indexes["i"]["k"], Some(1000));
-        state.index_add(&add(5000), "k", Scoring::Extend, 0);
-        assert_eq!(state.indexes["i"]["k"], Some(5000));
-        state.index_add(&add(10), "k", Scoring::Set, 0);
-        assert_eq!(state.indexes["i"]["k"], Some(10));
-    }
-
-    #[test]
-    fn leases_expire() {
-        let mut state = MemoryState::default();
-        let k = keys("a");
-        state.claim(&claim(&k, "t1", false), 0);
-        assert!(state.extend(&k, "t1", 1000, 900));
-        assert!(!state.extend(&k, "t2", 1000, 900));
-        assert_eq!(state.claim(&claim(&k, "t2", false), 1899).0, Claim::Busy);
+        let (p1, p2) = (new_placeholder("t1"), new_placeholder("t2"));
+        assert_eq!(state.read_claim(k.value(), &p1, 100, 0), None);
+        assert_eq!(state.read_claim(k.value(), &p2, 100, 0), Some(p1.clone()));
+        let v = value();
         assert_eq!(
-            state.claim(&claim(&k, "t2", false), 1900).0,
+            state.fill(&fill(&k, Lease::Placeholder, "t2", &v), 1),
+            (false, false)
+        );
+        assert_eq!(
+            state.fill(&fill(&k, Lease::Placeholder, "t1", &v), 1),
+            (true, false)
+        );
+        assert_eq!(state.read_claim(k.value(), &p2, 100, 2), Some(v.clone()));
+        // Expired by its ttl (written at 1, ttl 500): cold again.
+        assert_eq!(state.read_claim(k.value(), &p2, 100, 501), None);
+    }
+
+    #[test]
+    fn watchers_are_woken_by_the_fill() {
+        let mut state = MemoryState::default();
+        let k = keys("a");
+        let p1 = new_placeholder("t1");
+        state.read_claim(k.value(), &p1, 100, 0);
+        assert_eq!(state.watch(k.value(), 0), Some(p1));
+        assert_eq!(
+            state.fill(&fill(&k, Lease::Placeholder, "t1", &value()), 1),
+            (true, true)
+        );
+    }
+
+    #[test]
+    fn a_placeholder_expires_with_its_lease() {
+        let mut state = MemoryState::default();
+        let k = keys("a");
+        state.read_claim(k.value(), &new_placeholder("t1"), 100, 0);
+        assert_eq!(
+            state.read_claim(k.value(), &new_placeholder("t2"), 100, 100),
+            None
+        );
+    }
+
+    #[test]
+    fn invalidation_revokes_leases_and_marks_stale() {
+        let mut state = MemoryState::default();
+        let k = keys("a");
+        let v = value();
+        state.read_claim(k.value(), &new_placeholder("t1"), 100, 0);
+        // A load that began before the invalidation cannot fill.
+        assert_eq!(state.invalidate(&k, Removal::MarkStale, 1), (false, false));
+        assert_eq!(
+            state.fill(&fill(&k, Lease::Placeholder, "t1", &v), 2),
+            (false, false)
+        );
+        // A value is marked in place.
+        state.read_claim(k.value(), &new_placeholder("t2"), 100, 3);
+        state.fill(&fill(&k, Lease::Placeholder, "t2", &v), 3);
+        assert_eq!(state.invalidate(&k, Removal::MarkStale, 4), (true, false));
+        let stale = state.get(k.value(), 4).expect("still there");
+        assert_eq!(stale[STATE_OFFSET], STALE);
+        // Its refresh under the lease key is revoked by the next invalidation.
+        let expected = &stale[..envelope::HEADER_LEN];
+        assert_eq!(
+            state.claim_refresh(&claim(&k, "t3", expected), 5).0,
             Claim::Acquired
         );
+        assert_eq!(
+            state.claim_refresh(&claim(&k, "t4", expected), 5).0,
+            Claim::Busy
+        );
+        assert_eq!(state.invalidate(&k, Removal::MarkStale, 6), (true, true));
+        assert_eq!(
+            state.fill(&fill(&k, Lease::Key, "t3", &v), 7),
+            (false, false)
+        );
     }
 
     #[test]
-    fn indexes_prune_expired_members_on_write() {
+    fn a_claim_on_a_changed_value_is_refused() {
         let mut state = MemoryState::default();
-        let value = seal(Codec::MessagePack, 1, &[0xC0]);
-        let index = vec![IndexAdd {
-            index: "CM:tag:{t}".into(),
-            expiry: super::super::Expiry::After(100),
-            prune: true,
-        }];
-        for i in 0..50 {
-            let k = keys(&format!("k{i}"));
-            state.claim(&claim(&k, "t", false), 0);
-            state.fill(
-                &FillRequest {
-                    indexes: &index,
-                    ..fill(&k, "t", &value)
-                },
-                0,
-            );
-        }
-        assert_eq!(state.index_len("CM:tag:{t}"), 50);
-        let k = keys("late");
-        state.claim(&claim(&k, "t", false), 200);
-        let late = vec![IndexAdd {
-            expiry: super::super::Expiry::After(100),
-            ..index[0].clone()
-        }];
-        state.fill(
-            &FillRequest {
-                indexes: &late,
-                ..fill(&k, "t", &value)
-            },
-            200,
-        );
-        assert_eq!(state.index_len("CM:tag:{t}"), 1);
+        let k = keys("a");
+        let v = value();
+        state.read_claim(k.value(), &new_placeholder("t1"), 100, 0);
+        state.fill(&fill(&k, Lease::Placeholder, "t1", &v), 0);
         assert_eq!(
-            state.index_members("CM:tag:{t}", 200),
-            vec!["late".to_owned()]
+            state.claim_refresh(&claim(&k, "t2", b"something else"), 1),
+            (Claim::Changed, Some(v))
         );
+    }
+
+    #[test]
+    fn foreign_values_are_deleted_by_invalidation() {
+        let mut state = MemoryState::default();
+        let k = keys("a");
+        state.put(k.value(), b"hello".to_vec(), None, 0);
+        assert_eq!(state.invalidate(&k, Removal::MarkStale, 0), (true, false));
+        assert_eq!(state.get(k.value(), 0), None);
+    }
+
+    #[test]
+    fn leases_expire_and_extend() {
+        let mut state = MemoryState::default();
+        let k = keys("a");
+        state.read_claim(k.value(), &new_placeholder("t1"), 1000, 0);
+        let extend = |token| Extend {
+            keys: &k,
+            lease: Lease::Placeholder,
+            token,
+            lease_ms: 1000,
+        };
+        assert!(state.extend(&extend("t1"), 900));
+        assert!(!state.extend(&extend("t2"), 900));
+        assert!(
+            state
+                .read_claim(k.value(), &new_placeholder("t2"), 1000, 1899)
+                .is_some()
+        );
+        assert_eq!(
+            state.read_claim(k.value(), &new_placeholder("t2"), 1000, 1900),
+            None
+        );
+    }
+
+    #[test]
+    fn the_log_is_capped() {
+        let mut state = MemoryState::default();
+        for i in 0..5u8 {
+            state.record(&[i], 3);
+        }
+        let (seq, entries) = state.read_log(1, 10);
+        assert_eq!(seq, 5);
+        assert_eq!(entries, vec![(3, vec![2]), (4, vec![3]), (5, vec![4])]);
+        assert_eq!(state.read_log(5, 10).1, vec![(5, vec![4])]);
     }
 }

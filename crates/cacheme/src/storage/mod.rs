@@ -1,11 +1,15 @@
 //! What the protocol needs from a store, and the two stores that provide it.
 //!
 //! Every store operation is a small struct implementing [`Op`]: how it is
-//! sent to Redis (a command or a pipeline around one of the scripts in
-//! [`redis`]), how the reply is read, and what it does to the embedded
-//! [`memory::MemoryState`]. The [`Backend`] runs an op on whichever store the
-//! cache uses, asynchronously or from blocking code; the two drivers share
-//! everything else.
+//! sent to Redis (a command, or one of the scripts in [`redis`]), how the
+//! reply is read, and what it does to the embedded
+//! [`memory::MemoryState`]. Reading one op shows what it means on both
+//! stores. The [`Backend`] runs an op on whichever store the cache uses,
+//! asynchronously or from blocking code; the two drivers share everything
+//! else.
+//!
+//! Every op touches one Redis Cluster hash slot: a key's value and lease
+//! (`{key}`), or the invalidation sequence (`{inv}`).
 
 pub(crate) mod memory;
 pub(crate) mod redis;
@@ -15,83 +19,16 @@ use std::time::{Duration, Instant};
 use ::redis::{Cmd, Pipeline, RedisResult, Value};
 
 use crate::breaker::{Admission, Limits, Outcome, WarnGate};
+use crate::events::SequenceKeys;
 use crate::key::StoreKeys;
-use crate::protocol::Claim;
+use crate::protocol::{Claim, Lease};
 use crate::stats::Stats;
 use crate::wakeups::Wakeups;
 use crate::{Error, Result};
 
+use self::memory::MemoryState;
 pub(crate) use self::memory::MemoryStore;
-use self::memory::{ClaimRequest, FillRequest, MemoryState};
 pub(crate) use self::redis::RedisStore;
-
-/// A key's membership in an index (tag or dependency group). Members are
-/// scored by when they expire, and expired members are pruned on writes, so
-/// indexes never outgrow the live keys.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct IndexAdd {
-    /// The index's Redis key.
-    pub(crate) index: String,
-    /// When the member expires, counted from when the op runs.
-    pub(crate) expiry: Expiry,
-    /// Prune expired members of this index on this write.
-    pub(crate) prune: bool,
-}
-
-/// When an index member expires.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Expiry {
-    /// This many milliseconds after the op runs.
-    After(u64),
-    /// Never (the value has no TTL).
-    Never,
-}
-
-impl Expiry {
-    /// The absolute expiry (ms since the epoch) for an op running at `now_ms`.
-    pub(crate) fn at(self, now_ms: u64) -> Option<u64> {
-        match self {
-            Expiry::After(ms) => Some(now_ms + ms),
-            Expiry::Never => None,
-        }
-    }
-
-    fn score(self, now_ms: u64) -> String {
-        match self.at(now_ms) {
-            Some(at) => at.to_string(),
-            None => "+inf".to_owned(),
-        }
-    }
-}
-
-/// How an index write treats a member that is already there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Scoring {
-    /// Set the member's expiry (a fill knows the value's real expiry).
-    Set,
-    /// Only push the expiry later (a registration before a load must not
-    /// shorten the life of a value that is already there).
-    Extend,
-}
-
-/// Append index writes to a pipeline: `ZADD [GT]`, then the prune when due.
-fn push_index_writes(pipe: &mut Pipeline, member: &str, indexes: &[IndexAdd], scoring: Scoring) {
-    let now = now_ms();
-    for add in indexes {
-        let zadd = pipe.cmd("ZADD").arg(&add.index);
-        if scoring == Scoring::Extend {
-            zadd.arg("GT");
-        }
-        zadd.arg(add.expiry.score(now)).arg(member).ignore();
-        if add.prune {
-            pipe.cmd("ZREMRANGEBYSCORE")
-                .arg(&add.index)
-                .arg("-inf")
-                .arg(format!("({now}"))
-                .ignore();
-        }
-    }
-}
 
 /// What an op sends to Redis.
 pub(crate) enum Request {
@@ -103,7 +40,7 @@ pub(crate) enum Request {
 
 /// What Redis-side ops need besides their own fields.
 pub(crate) struct RedisContext<'a> {
-    pub(crate) channel: &'a str,
+    pub(crate) sequence: &'a SequenceKeys,
     pub(crate) scripts: &'a redis::Scripts,
     /// Send scripts with `EVAL` (their body) rather than `EVALSHA`: the
     /// retry after a `NOSCRIPT` (a restarted or flushed server).
@@ -120,6 +57,10 @@ impl RedisContext<'_> {
     ) -> Cmd {
         script.call(keys, args, self.eval)
     }
+
+    fn channel(&self) -> &str {
+        &self.sequence.channel
+    }
 }
 
 /// One store operation, for both stores.
@@ -128,7 +69,7 @@ pub(crate) trait Op {
     type Output;
     /// Its name in errors and logs.
     const NAME: &'static str;
-    /// The key (or index, or pattern) it is about, for errors and logs.
+    /// The key (or pattern) it is about, for errors and logs.
     fn subject(&self) -> &str;
     /// The Redis request.
     fn request(&self, cx: &RedisContext<'_>) -> Request;
@@ -139,7 +80,15 @@ pub(crate) trait Op {
     fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output;
 }
 
-/// Read a value key.
+/// The argument that says which lease a script works on.
+fn lease_mode(lease: Lease) -> &'static str {
+    match lease {
+        Lease::Placeholder => "p",
+        Lease::Key => "k",
+    }
+}
+
+/// Read a value key, nothing else (`get`, which never loads).
 pub(crate) struct Get<'a> {
     pub(crate) keys: &'a StoreKeys,
 }
@@ -163,100 +112,159 @@ impl Op for Get<'_> {
     }
 }
 
-/// Put the key in its indexes, then take the lease unless the value is
-/// current, or register as a waiter. One round trip.
-pub(crate) struct ClaimLease<'a> {
-    pub(crate) claim: ClaimRequest<'a>,
-    pub(crate) register: Register<'a>,
+/// Read a value key, and claim it if it is empty: `SET key <placeholder> NX
+/// PX <lease> GET`. One command, no script: a hit costs what a `GET` costs.
+pub(crate) struct ReadClaim<'a> {
+    pub(crate) keys: &'a StoreKeys,
+    /// This caller's placeholder (see `envelope::placeholder`).
+    pub(crate) placeholder: &'a [u8],
+    pub(crate) lease_ms: u64,
 }
 
-impl Op for ClaimLease<'_> {
+impl Op for ReadClaim<'_> {
+    /// What the key held; `None` means it was empty and now holds our placeholder.
+    type Output = Option<Vec<u8>>;
+    const NAME: &'static str = "read";
+    fn subject(&self) -> &str {
+        self.keys.value()
+    }
+    fn request(&self, _: &RedisContext<'_>) -> Request {
+        let mut cmd = ::redis::cmd("SET");
+        cmd.arg(self.keys.value())
+            .arg(self.placeholder)
+            .arg("NX")
+            .arg("PX")
+            .arg(self.lease_ms)
+            .arg("GET");
+        Request::Command(cmd)
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        Ok(::redis::from_redis_value(value)?)
+    }
+    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
+        state.read_claim(self.keys.value(), self.placeholder, self.lease_ms, now_ms)
+    }
+}
+
+/// Register as a waiter of the placeholder in a value key (set its waiters
+/// flag, so that the fill announces itself); returns what the key holds.
+pub(crate) struct Watch<'a> {
+    pub(crate) keys: &'a StoreKeys,
+}
+
+impl Op for Watch<'_> {
+    type Output = Option<Vec<u8>>;
+    const NAME: &'static str = "watch";
+    fn subject(&self) -> &str {
+        self.keys.value()
+    }
+    fn request(&self, cx: &RedisContext<'_>) -> Request {
+        Request::Command(cx.script(&cx.scripts.watch, &[self.keys.value()], &[] as &[&str]))
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        Ok(::redis::from_redis_value(value)?)
+    }
+    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
+        state.watch(self.keys.value(), now_ms)
+    }
+}
+
+/// Take a key's lease key to refresh the value there, if it is still the
+/// value the caller judged; or register as a waiter.
+pub(crate) struct ClaimRefresh<'a> {
+    pub(crate) keys: &'a StoreKeys,
+    pub(crate) token: &'a str,
+    pub(crate) lease_ms: u64,
+    /// The first bytes (header) of the value judged: the claim only goes on
+    /// while the key still starts with them.
+    pub(crate) expected: &'a [u8],
+    /// Register as a waiter when the lease is busy.
+    pub(crate) wait: bool,
+}
+
+impl Op for ClaimRefresh<'_> {
     type Output = (Claim, Option<Vec<u8>>);
     const NAME: &'static str = "claim";
     fn subject(&self) -> &str {
-        self.claim.keys.value()
+        self.keys.value()
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        let r = &self.claim;
-        let mut pipe = ::redis::pipe();
-        self.register.push_writes(&mut pipe);
-        pipe.add_command(cx.script(
+        Request::Command(cx.script(
             &cx.scripts.claim,
-            &[r.keys.value(), &r.keys.lease()],
+            &[self.keys.value(), &self.keys.lease()],
             &[
-                r.token,
-                &r.lease_ms.to_string(),
-                &r.fresh_since_ms.to_string(),
-                if r.stale_ok { "1" } else { "0" },
+                self.token.as_bytes(),
+                self.lease_ms.to_string().as_bytes(),
+                self.expected,
+                if self.wait { b"1" } else { b"0" },
             ],
-        ));
-        Request::Pipeline(pipe)
+        ))
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
-        let ((code, found),): ((i64, Option<Vec<u8>>),) = ::redis::from_redis_value(value)?;
-        let claim = match code {
-            1 => Claim::Acquired,
-            2 => Claim::Current,
-            _ => Claim::Busy,
-        };
-        Ok((claim, found))
+        let (code, found): (i64, Option<Vec<u8>>) = ::redis::from_redis_value(value)?;
+        Ok((claim_of(code), found))
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
-        self.register.apply(state, now_ms);
-        state.claim(&self.claim, now_ms)
+        state.claim_refresh(self, now_ms)
     }
 }
 
-/// Index the key, then write the value if the lease is still ours.
-pub(crate) struct Fill<'a>(pub(crate) FillRequest<'a>);
+/// The claim script's answer codes.
+fn claim_of(code: i64) -> Claim {
+    match code {
+        1 => Claim::Acquired,
+        2 => Claim::Changed,
+        _ => Claim::Busy,
+    }
+}
+
+/// Write the loaded value if the lease is still ours; wake waiters.
+pub(crate) struct Fill<'a> {
+    pub(crate) keys: &'a StoreKeys,
+    pub(crate) lease: Lease,
+    pub(crate) token: &'a str,
+    pub(crate) envelope: &'a [u8],
+    /// Time to live, if any.
+    pub(crate) ttl_ms: Option<u64>,
+}
 
 impl Op for Fill<'_> {
     type Output = bool;
     const NAME: &'static str = "fill";
     fn subject(&self) -> &str {
-        self.0.keys.value()
+        self.keys.value()
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        let r = &self.0;
-        let mut pipe = ::redis::pipe();
-        push_index_writes(
-            &mut pipe,
-            r.keys.cache_key(r.prefix),
-            r.indexes,
-            Scoring::Set,
-        );
-        pipe.add_command(cx.script(
+        Request::Command(cx.script(
             &cx.scripts.fill,
-            &[r.keys.value(), &r.keys.lease()],
+            &[self.keys.value(), &self.keys.lease()],
             &[
-                r.token.as_bytes(),
-                r.envelope,
-                r.ttl_ms.unwrap_or(0).to_string().as_bytes(),
-                cx.channel.as_bytes(),
-                r.lease_ms.to_string().as_bytes(),
+                self.token.as_bytes(),
+                self.envelope,
+                self.ttl_ms.unwrap_or(0).to_string().as_bytes(),
+                cx.channel().as_bytes(),
+                lease_mode(self.lease).as_bytes(),
             ],
-        ));
-        Request::Pipeline(pipe)
+        ))
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
-        let (stored,): (i64,) = ::redis::from_redis_value(value)?;
+        let stored: i64 = ::redis::from_redis_value(value)?;
         Ok(stored == 1)
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output {
-        let (stored, waiters) = state.fill(&self.0, now_ms);
+        let (stored, waiters) = state.fill(self, now_ms);
         if waiters {
-            wake.push(self.0.keys.value().to_owned());
+            wake.push(self.keys.value().to_owned());
         }
         stored
     }
 }
 
-/// Give the lease back after a failed load.
+/// Give the lease back (the load failed, or its value is not stored); wake waiters.
 pub(crate) struct Release<'a> {
     pub(crate) keys: &'a StoreKeys,
+    pub(crate) lease: Lease,
     pub(crate) token: &'a str,
-    /// To put back a lease that turns out not to be ours.
-    pub(crate) lease_ms: u64,
 }
 
 impl Op for Release<'_> {
@@ -269,52 +277,23 @@ impl Op for Release<'_> {
         Request::Command(cx.script(
             &cx.scripts.release,
             &[self.keys.value(), &self.keys.lease()],
-            &[self.token, cx.channel, &self.lease_ms.to_string()],
+            &[self.token, cx.channel(), lease_mode(self.lease)],
         ))
     }
     fn reply(&self, _: Value) -> RedisResult<Self::Output> {
         Ok(())
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output {
-        if state.release(self.keys, self.token, now_ms) {
+        if state.release(self.keys, self.lease, self.token, now_ms) {
             wake.push(self.keys.value().to_owned());
         }
     }
 }
 
-/// A key's registration in its indexes before its load, so that
-/// invalidations of its tag or groups find it while the load runs. Sent with
-/// the claim, and again with every lease renewal.
-pub(crate) struct Register<'a> {
-    pub(crate) prefix: &'a str,
-    pub(crate) keys: &'a StoreKeys,
-    pub(crate) indexes: &'a [IndexAdd],
-}
-
-impl Register<'_> {
-    /// The `ZADD GT` (and prune) commands, in front of what follows.
-    fn push_writes(&self, pipe: &mut Pipeline) {
-        push_index_writes(
-            pipe,
-            self.keys.cache_key(self.prefix),
-            self.indexes,
-            Scoring::Extend,
-        );
-    }
-
-    /// The same on the memory store.
-    fn apply(&self, state: &mut MemoryState, now_ms: u64) {
-        let member = self.keys.cache_key(self.prefix);
-        for add in self.indexes {
-            state.index_add(add, member, Scoring::Extend, now_ms);
-        }
-    }
-}
-
-/// Keep a lease alive while a long load runs, and the key's registration in
-/// its indexes with it.
+/// Keep a lease alive while a long load runs.
 pub(crate) struct Extend<'a> {
-    pub(crate) register: Register<'a>,
+    pub(crate) keys: &'a StoreKeys,
+    pub(crate) lease: Lease,
     pub(crate) token: &'a str,
     pub(crate) lease_ms: u64,
 }
@@ -323,26 +302,25 @@ impl Op for Extend<'_> {
     type Output = bool;
     const NAME: &'static str = "extend";
     fn subject(&self) -> &str {
-        self.register.keys.value()
+        self.keys.value()
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        let keys = self.register.keys;
-        let mut pipe = ::redis::pipe();
-        self.register.push_writes(&mut pipe);
-        pipe.add_command(cx.script(
+        Request::Command(cx.script(
             &cx.scripts.extend,
-            &[&keys.lease()],
-            &[self.token, &self.lease_ms.to_string()],
-        ));
-        Request::Pipeline(pipe)
+            &[self.keys.value(), &self.keys.lease()],
+            &[
+                self.token,
+                &self.lease_ms.to_string(),
+                lease_mode(self.lease),
+            ],
+        ))
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
-        let (extended,): (i64,) = ::redis::from_redis_value(value)?;
+        let extended: i64 = ::redis::from_redis_value(value)?;
         Ok(extended == 1)
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
-        self.register.apply(state, now_ms);
-        state.extend(self.register.keys, self.token, self.lease_ms, now_ms)
+        state.extend(self, now_ms)
     }
 }
 
@@ -355,13 +333,15 @@ pub(crate) enum Removal {
     Delete,
 }
 
-/// Invalidate a batch of keys: revoke their leases, and mark or delete their values.
+/// Invalidate a batch of keys: revoke their leases (placeholder or lease
+/// key), and mark or delete their values. Foreign values are deleted.
 pub(crate) struct Invalidate<'a> {
     pub(crate) keys: &'a [StoreKeys],
     pub(crate) removal: Removal,
 }
 
 impl Op for Invalidate<'_> {
+    /// How many values were marked or deleted.
     type Output = u64;
     const NAME: &'static str = "invalidate";
     fn subject(&self) -> &str {
@@ -377,7 +357,7 @@ impl Op for Invalidate<'_> {
             pipe.add_command(cx.script(
                 &cx.scripts.invalidate,
                 &[keys.value(), &keys.lease()],
-                &[cx.channel, mode],
+                &[cx.channel(), mode],
             ));
         }
         Request::Pipeline(pipe)
@@ -389,10 +369,7 @@ impl Op for Invalidate<'_> {
     fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output {
         let mut count = 0;
         for keys in self.keys {
-            let (removed, waiters) = match self.removal {
-                Removal::MarkStale => state.mark_stale(keys, now_ms),
-                Removal::Delete => state.delete(keys, now_ms),
-            };
+            let (removed, waiters) = state.invalidate(keys, self.removal, now_ms);
             count += u64::from(removed);
             if waiters {
                 wake.push(keys.value().to_owned());
@@ -402,89 +379,88 @@ impl Op for Invalidate<'_> {
     }
 }
 
-/// Announce an invalidation on the cache's channel (after the store changed),
-/// for the local tiers of the other processes.
-pub(crate) struct Announce<'a> {
-    pub(crate) message: &'a [u8],
+/// Number an invalidation in the sequence, keep it in the log, and announce
+/// it on the event channel (one script on the `{inv}` slot).
+pub(crate) struct Record<'a> {
+    /// The invalidation's payload (`events::Invalidated::payload`).
+    pub(crate) payload: &'a [u8],
+    /// How many entries the log keeps (about).
+    pub(crate) log_len: u64,
 }
 
-impl Op for Announce<'_> {
-    type Output = ();
-    const NAME: &'static str = "PUBLISH";
+impl Op for Record<'_> {
+    /// The invalidation's sequence number.
+    type Output = u64;
+    const NAME: &'static str = "record";
     fn subject(&self) -> &str {
-        "events"
+        "invalidation sequence"
     }
     fn request(&self, cx: &RedisContext<'_>) -> Request {
-        let mut cmd = ::redis::cmd("PUBLISH");
-        cmd.arg(cx.channel).arg(self.message);
-        Request::Command(cmd)
-    }
-    fn reply(&self, _: Value) -> RedisResult<Self::Output> {
-        Ok(())
-    }
-    fn apply(&self, _: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
-        // One process: the invalidation applied its event directly.
-    }
-}
-
-/// One page of an index's members (cache keys).
-pub(crate) struct IndexPage<'a> {
-    pub(crate) index: &'a str,
-    pub(crate) cursor: u64,
-}
-
-/// How many members or keys one page asks for.
-pub(crate) const PAGE: usize = 1000;
-
-impl Op for IndexPage<'_> {
-    /// (next cursor, 0 when done; members)
-    type Output = (u64, Vec<String>);
-    const NAME: &'static str = "ZSCAN";
-    fn subject(&self) -> &str {
-        self.index
-    }
-    fn request(&self, _: &RedisContext<'_>) -> Request {
-        let mut cmd = ::redis::cmd("ZSCAN");
-        cmd.arg(self.index).arg(self.cursor).arg("COUNT").arg(PAGE);
-        Request::Command(cmd)
+        Request::Command(cx.script(
+            &cx.scripts.record,
+            &[&cx.sequence.seq, &cx.sequence.log],
+            &[
+                cx.channel().as_bytes(),
+                self.payload,
+                self.log_len.to_string().as_bytes(),
+            ],
+        ))
     }
     fn reply(&self, value: Value) -> RedisResult<Self::Output> {
-        let (cursor, pairs): (u64, Vec<String>) = ::redis::from_redis_value(value)?;
-        let now = now_ms() as f64;
-        let members = pairs
-            .chunks_exact(2)
-            .filter(|pair| pair[1].parse::<f64>().map_or(true, |expiry| expiry > now))
-            .map(|pair| pair[0].clone())
-            .collect();
-        Ok((cursor, members))
-    }
-    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
-        (0, state.index_members(self.index, now_ms))
-    }
-}
-
-/// Remove members from an index.
-pub(crate) struct IndexRemove<'a> {
-    pub(crate) index: &'a str,
-    pub(crate) members: &'a [String],
-}
-
-impl Op for IndexRemove<'_> {
-    type Output = ();
-    const NAME: &'static str = "ZREM";
-    fn subject(&self) -> &str {
-        self.index
-    }
-    fn request(&self, _: &RedisContext<'_>) -> Request {
-        let mut cmd = ::redis::cmd("ZREM");
-        cmd.arg(self.index).arg(self.members);
-        Request::Command(cmd)
-    }
-    fn reply(&self, _: Value) -> RedisResult<Self::Output> {
-        Ok(())
+        Ok(::redis::from_redis_value(value)?)
     }
     fn apply(&self, state: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
-        state.index_remove(self.index, self.members);
+        state.record(self.payload, self.log_len)
+    }
+}
+
+/// The sequence's current number, and the log's entries from `from` on (at
+/// most `count`): what a process that missed events reads back.
+pub(crate) struct ReadLog {
+    pub(crate) from: u64,
+    pub(crate) count: usize,
+}
+
+/// An `XRANGE` entry as Redis returns it: its ID and its fields.
+type StreamEntry = (String, Vec<(String, Vec<u8>)>);
+
+/// One log entry: its sequence number and payload.
+pub(crate) type LogEntry = (u64, Vec<u8>);
+
+impl Op for ReadLog {
+    /// (the current sequence number, 0 if none yet; entries in order)
+    type Output = (u64, Vec<LogEntry>);
+    const NAME: &'static str = "XRANGE";
+    fn subject(&self) -> &str {
+        "invalidation log"
+    }
+    fn request(&self, cx: &RedisContext<'_>) -> Request {
+        let mut pipe = ::redis::pipe();
+        pipe.add_command(cx.script(&cx.scripts.sequence, &[&cx.sequence.seq], &[] as &[&str]));
+        pipe.cmd("XRANGE")
+            .arg(&cx.sequence.log)
+            .arg(format!("{}-0", self.from.max(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(self.count);
+        Request::Pipeline(pipe)
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        let (current, entries): (u64, Vec<StreamEntry>) = ::redis::from_redis_value(value)?;
+        let entries = entries
+            .into_iter()
+            .filter_map(|(id, fields)| {
+                let seq = crate::events::seq_of_log_id(&id)?;
+                let (_, payload) = fields
+                    .into_iter()
+                    .find(|(field, _)| field == crate::events::LOG_FIELD)?;
+                Some((seq, payload))
+            })
+            .collect();
+        Ok((current, entries))
+    }
+    fn apply(&self, state: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
+        state.read_log(self.from, self.count)
     }
 }
 
@@ -493,6 +469,9 @@ pub(crate) struct ScanPage<'a> {
     pub(crate) glob: &'a str,
     pub(crate) cursor: u64,
 }
+
+/// How many keys one page asks for.
+pub(crate) const PAGE: usize = 1000;
 
 impl Op for ScanPage<'_> {
     /// (next cursor, 0 when done; value keys)
@@ -554,6 +533,14 @@ pub(crate) struct Reporting<'a> {
 }
 
 impl Backend {
+    /// Whether blocking ops can run (the memory store, or Redis with a URL).
+    pub(crate) fn can_block(&self) -> bool {
+        match self {
+            Backend::Memory(_) => true,
+            Backend::Redis(store) => store.client().is_some(),
+        }
+    }
+
     /// Run an op from async code.
     pub(crate) async fn run<O: Op>(&self, op: &O, report: &Reporting<'_>) -> Result<O::Output> {
         match self {

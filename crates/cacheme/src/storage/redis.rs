@@ -1,9 +1,8 @@
 //! Redis behind the [`Op`](super::Op) interface: the scripts that must be
 //! atomic, the connections, timeouts and the `NOSCRIPT` retry.
 //!
-//! Each script touches one key and its lease, which share a Redis Cluster
-//! hash slot (see [`crate::key`]); index updates are separate commands
-//! pipelined in front of the fill.
+//! Each script touches one Redis Cluster hash slot: a key and its lease
+//! (see [`crate::key`]), or the invalidation sequence (see [`crate::events`]).
 //!
 //! Connections: async calls use one multiplexed connection (a
 //! `ConnectionManager` made from the URL on first use, or the application's
@@ -18,6 +17,7 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, RedisResult, ToRedisArgs, Value};
 
 use super::{Op, RedisContext, Request};
+use crate::events::SequenceKeys;
 use crate::{Error, Result};
 
 /// A Lua script called by its SHA1 (`EVALSHA`), loaded on `NOSCRIPT`.
@@ -51,113 +51,191 @@ impl Script {
     }
 }
 
-/// Lua helpers shared by the scripts: our envelopes start with 0xCE 0x01;
-/// byte 3 is the state (0 fresh, 1 stale); bytes 5..12 the write time.
-const ENVELOPE_LUA: &str = r"
-local function ours(v) return v and string.len(v) >= 12 and string.sub(v, 1, 2) == '\206\1' end
-local function fresh(v) return ours(v) and string.byte(v, 3) == 0 end
-local function written_at(v)
-  local n = 0
-  for i = 5, 12 do n = n * 256 + string.byte(v, i) end
-  return n
-end
+/// Lua helpers shared by the scripts, after the envelope's and the event
+/// channel's facts (generated from the Rust constants, so the two sides
+/// cannot disagree).
+const HELPERS_LUA: &str = r"
 local function held_by(lease, token) return lease and string.sub(lease, 1, string.len(token)) == token end
+local function has_waiters(lease, token) return string.len(lease) > string.len(token) end
+-- A GET that repairs a key holding another Redis type (a hash, a list...):
+-- such a key is deleted and reads as empty.
+local function get(key)
+  local v = redis.pcall('GET', key)
+  if type(v) == 'table' and v.err then redis.call('UNLINK', key) return false end
+  return v
+end
+local function start_sequence(key)
+  local seq = redis.call('GET', key)
+  if seq then return seq end
+  -- Start at the server's time in microseconds: a sequence that was lost
+  -- (flushed, evicted) restarts above every number it gave before.
+  local t = redis.call('TIME')
+  seq = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('SET', key, seq)
+  return seq
+end
 ";
 
-/// KEYS: value, lease. ARGV: token, lease ms, fresh-since ms, stale ok ('1'/'0').
-/// Returns {2, value} when the value is current, {1, value} when this caller
-/// now holds the lease, {0, value} when someone else does (and registers the
-/// caller as a waiter by appending '+' to the lease, unless the value is
-/// servable to it).
+/// KEYS: value. Sets the waiters flag of a placeholder; returns what the key holds.
+const WATCH: &str = r"
+local v = get(KEYS[1])
+if loading(v) and string.byte(v, WAITERS_AT) == 0 then
+  redis.call('SETRANGE', KEYS[1], WAITERS_AT - 1, '\1')
+end
+return v
+";
+
+/// KEYS: value, lease. ARGV: token, lease ms, expected header, wait ('1'/'0').
+/// {2, value}: the key no longer starts with the expected header (or holds
+/// nothing, or a placeholder): judge it again. {1, value}: this caller now
+/// holds the lease key. {0, value}: someone else does (and with wait, this
+/// caller is registered as a waiter: a '+' appended to the lease).
 const CLAIM: &str = r"
-local v = redis.call('GET', KEYS[1])
-if fresh(v) and written_at(v) >= tonumber(ARGV[3]) then return {2, v} end
+local v = get(KEYS[1])
+if not v or loading(v) or string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return {2, v} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, v} end
-if not (fresh(v) or (ours(v) and ARGV[4] == '1')) then redis.call('APPEND', KEYS[2], '+') end
+if ARGV[4] == '1' then redis.call('APPEND', KEYS[2], '+') end
 return {0, v}
 ";
 
 /// KEYS: value, lease. ARGV: token, envelope, ttl ms ('0': none), channel,
-/// lease ms. Writes the value only if `token` still holds the lease (taken
-/// with `GETDEL`; a lease that turns out to be someone else's is put back),
-/// and wakes waiters.
+/// lease ('p': placeholder, 'k': lease key). Writes the value only if the
+/// token still holds the lease, and wakes waiters.
 const FILL: &str = r"
-local lease = redis.call('GETDEL', KEYS[2])
-if not held_by(lease, ARGV[1]) then
-  if lease then redis.call('SET', KEYS[2], lease, 'PX', ARGV[5]) end
-  return 0
+local woken
+if ARGV[5] == 'p' then
+  local v = get(KEYS[1])
+  if not loading_by(v, ARGV[1]) then return 0 end
+  woken = string.byte(v, WAITERS_AT) ~= 0
+else
+  local lease = redis.call('GET', KEYS[2])
+  if not held_by(lease, ARGV[1]) then return 0 end
+  redis.call('DEL', KEYS[2])
+  woken = has_waiters(lease, ARGV[1])
 end
 if ARGV[3] == '0' then
   redis.call('SET', KEYS[1], ARGV[2])
 else
   redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
 end
-if string.len(lease) > string.len(ARGV[1]) then redis.call('PUBLISH', ARGV[4], 'F' .. KEYS[1]) end
+if woken then redis.call('PUBLISH', ARGV[4], WAKE .. KEYS[1]) end
 return 1
 ";
 
-/// KEYS: value, lease. ARGV: token, channel, lease ms. Drops the lease if
-/// `token` holds it, and wakes waiters so that one of them loads.
+/// KEYS: value, lease. ARGV: token, channel, lease ('p' / 'k'). Drops the
+/// lease if the token holds it, and wakes waiters so that one of them loads.
 const RELEASE: &str = r"
-local lease = redis.call('GETDEL', KEYS[2])
-if not held_by(lease, ARGV[1]) then
-  if lease then redis.call('SET', KEYS[2], lease, 'PX', ARGV[3]) end
+local woken
+if ARGV[3] == 'p' then
+  local v = get(KEYS[1])
+  if not loading_by(v, ARGV[1]) then return 0 end
+  redis.call('DEL', KEYS[1])
+  woken = string.byte(v, WAITERS_AT) ~= 0
+else
+  local lease = redis.call('GET', KEYS[2])
+  if not held_by(lease, ARGV[1]) then return 0 end
+  redis.call('DEL', KEYS[2])
+  woken = has_waiters(lease, ARGV[1])
+end
+if woken then redis.call('PUBLISH', ARGV[2], WAKE .. KEYS[1]) end
+return 1
+";
+
+/// KEYS: value, lease. ARGV: token, lease ms, lease ('p' / 'k').
+const EXTEND: &str = r"
+if ARGV[3] == 'p' then
+  if loading_by(get(KEYS[1]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return 0
 end
-if string.len(lease) > string.len(ARGV[1]) then redis.call('PUBLISH', ARGV[2], 'F' .. KEYS[1]) end
-return 1
-";
-
-/// KEYS: lease. ARGV: token, lease ms.
-const EXTEND: &str = r"
-if held_by(redis.call('GET', KEYS[1]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+if held_by(redis.call('GET', KEYS[2]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 ";
 
 /// KEYS: value, lease. ARGV: channel, 'stale' | 'delete'.
-/// Revokes the lease (waking its waiters), then marks the value stale in
-/// place (TTL kept; foreign values untouched) or deletes it. Returns 1 if a
-/// value was marked or deleted.
+/// Revokes the lease (the lease key, or a placeholder in the value key),
+/// waking its waiters; then marks the value stale in place (TTL kept) or
+/// deletes it. Foreign values are deleted. When marking fails (out of
+/// memory under `noeviction`), the value is deleted instead: an
+/// invalidation never leaves a value fresh. Returns 1 if a value was marked
+/// or deleted.
 const INVALIDATE: &str = r"
-local lease = redis.call('GET', KEYS[2])
+local woken = false
+local lease = get(KEYS[2])
 if lease then
   redis.call('DEL', KEYS[2])
-  if string.sub(lease, -1) == '+' then redis.call('PUBLISH', ARGV[1], 'F' .. KEYS[1]) end
+  woken = string.sub(lease, -1) == '+'
 end
-if ARGV[2] == 'delete' then return redis.call('UNLINK', KEYS[1]) end
-if redis.call('GETRANGE', KEYS[1], 0, 1) == '\206\1' then
-  redis.call('SETRANGE', KEYS[1], 2, '\1')
-  return 1
+local v = get(KEYS[1])
+local count = 0
+if loading(v) then
+  redis.call('DEL', KEYS[1])
+  woken = woken or string.byte(v, WAITERS_AT) ~= 0
+elseif v then
+  count = 1
+  if ARGV[2] == 'delete' or not is_value(v) then
+    redis.call('UNLINK', KEYS[1])
+  elseif string.byte(v, STATE_AT) ~= STALE then
+    local marked = redis.pcall('SETRANGE', KEYS[1], STATE_AT - 1, string.char(STALE))
+    if type(marked) == 'table' and marked.err then redis.call('UNLINK', KEYS[1]) end
+  end
 end
-return 0
+if woken then redis.call('PUBLISH', ARGV[1], WAKE .. KEYS[1]) end
+return count
+";
+
+/// KEYS: sequence, log. ARGV: channel, payload, log length. Numbers an
+/// invalidation, keeps it in the capped log, announces it.
+const RECORD: &str = r"
+start_sequence(KEYS[1])
+local seq = redis.call('INCR', KEYS[1])
+-- (Lua 5.1 would print a number this large as 1.7e+15.)
+local digits = string.format('%.0f', seq)
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], digits .. '-1', LOG_FIELD, ARGV[2])
+redis.call('PUBLISH', ARGV[1], INVALIDATED .. digits .. ' ' .. ARGV[2])
+return seq
+";
+
+/// KEYS: sequence. The current number (starting the sequence if needed).
+const SEQUENCE: &str = r"
+return tonumber(start_sequence(KEYS[1]))
 ";
 
 /// The scripts, with their hashes.
 pub(crate) struct Scripts {
+    pub(crate) watch: Script,
     pub(crate) claim: Script,
     pub(crate) fill: Script,
     pub(crate) release: Script,
     pub(crate) extend: Script,
     pub(crate) invalidate: Script,
+    pub(crate) record: Script,
+    pub(crate) sequence: Script,
 }
 
 impl Scripts {
     fn new() -> Self {
-        let with_helpers = |body: &str| -> &'static str {
-            Box::leak(format!("{ENVELOPE_LUA}{body}").into_boxed_str())
-        };
+        let prelude = format!(
+            "{}{}{HELPERS_LUA}",
+            crate::envelope::lua_prelude(),
+            crate::events::lua_prelude()
+        );
+        let with_helpers =
+            |body: &str| -> &'static str { Box::leak(format!("{prelude}{body}").into_boxed_str()) };
         Scripts {
+            watch: Script::new(with_helpers(WATCH)),
             claim: Script::new(with_helpers(CLAIM)),
             fill: Script::new(with_helpers(FILL)),
             release: Script::new(with_helpers(RELEASE)),
             extend: Script::new(with_helpers(EXTEND)),
             invalidate: Script::new(with_helpers(INVALIDATE)),
+            record: Script::new(with_helpers(RECORD)),
+            sequence: Script::new(with_helpers(SEQUENCE)),
         }
     }
 }
 
 /// The scripts are the same for every store; build (and leak) them once.
-fn scripts() -> &'static Scripts {
+pub(crate) fn scripts() -> &'static Scripts {
     static SCRIPTS: OnceLock<Scripts> = OnceLock::new();
     SCRIPTS.get_or_init(Scripts::new)
 }
@@ -190,7 +268,7 @@ pub(crate) struct RedisStore {
     pub(crate) breaker: crate::breaker::Breaker,
     client: Option<redis::Client>,
     described: String,
-    channel: String,
+    sequence: SequenceKeys,
     async_source: AsyncSource,
     blocking: Mutex<Vec<redis::Connection>>,
 }
@@ -204,13 +282,13 @@ impl RedisStore {
         client: Option<redis::Client>,
         async_source: AsyncSource,
         described: String,
-        channel: String,
+        sequence: SequenceKeys,
     ) -> Self {
         RedisStore {
             breaker: crate::breaker::Breaker::default(),
             client,
             described,
-            channel,
+            sequence,
             async_source,
             blocking: Mutex::new(Vec::new()),
         }
@@ -229,7 +307,7 @@ impl RedisStore {
     /// The context to build requests in; `eval` after a `NOSCRIPT`.
     fn context(&self, eval: bool) -> RedisContext<'_> {
         RedisContext {
-            channel: &self.channel,
+            sequence: &self.sequence,
             scripts: scripts(),
             eval,
         }

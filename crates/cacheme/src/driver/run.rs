@@ -1,0 +1,468 @@
+//! [`Run`]: one leader's call, everything but the I/O. The drivers
+//! (`steps.rs`) ask it for each step's op, perform the op, and hand it the
+//! reply; it feeds the [`ReadFlow`] and keeps what the steps produce.
+
+use std::cell::{Cell, OnceCell};
+use std::sync::Arc;
+
+use super::lease::{HeldLease, new_token};
+use crate::Result;
+use crate::cache::Inner;
+use crate::envelope::{self, Dependency, Envelope, Header, State, Stored};
+use crate::error::{Chain, LoadError};
+use crate::flight::{Leader, Outcome};
+use crate::key::StoreKeys;
+use crate::lookup::{CacheValue, Lookup};
+use crate::node::InvalidKeys;
+use crate::protocol::{Claim, Found, Lease, ReadFlow, Serve, Step};
+use crate::settings::Settings;
+use crate::stamps::Verdict;
+use crate::storage::{ClaimRefresh, Fill, Get, ReadClaim, Release, Watch, now_ms};
+
+/// One leader's call: the flow and everything the steps produce.
+pub(crate) struct Run<'r, 'a, V, E> {
+    pub(super) lookup: &'r Lookup<'a, V>,
+    pub(super) inner: &'r Arc<Inner>,
+    pub(super) settings: Arc<Settings>,
+    pub(super) keys: StoreKeys,
+    pub(super) flow: ReadFlow,
+    /// This caller's lease token, made when it first claims (a hit needs none).
+    token: OnceCell<String>,
+    placeholder: OnceCell<Vec<u8>>,
+    /// What the key held at the last read, watch or claim.
+    read: Option<Vec<u8>>,
+    /// The invalidation sequence this process had seen before the step that
+    /// took the lease: the claim number of the value this call loads.
+    seen_seq: Cell<u64>,
+    claim_seq: u64,
+    /// Boxed: only loads need it.
+    held: Option<Box<HeldLease>>,
+    /// Boxed, like `error`: values and errors of any size stay out of the
+    /// protocol's future (only loads pay for the box).
+    loaded: Option<Box<V>>,
+    sealed: Option<Vec<u8>>,
+    ttl_ms: Option<u64>,
+    /// This caller waited for another caller's load at least once.
+    waited: bool,
+    /// Reads are plain GETs (see [`Run::reads_only`]).
+    reads_only: bool,
+    error: Option<Box<E>>,
+    leader: Option<Leader<'r>>,
+}
+
+impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
+    pub(super) fn new(
+        lookup: &'r Lookup<'a, V>,
+        inner: &'r Arc<Inner>,
+        keys: StoreKeys,
+        leader: Option<Leader<'r>>,
+        flow: ReadFlow,
+    ) -> Self {
+        let settings = inner.settings();
+        let ttl_ms = lookup
+            .effective_ttl(&settings)
+            .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+        Run {
+            lookup,
+            inner,
+            settings,
+            keys,
+            flow,
+            token: OnceCell::new(),
+            placeholder: OnceCell::new(),
+            read: None,
+            seen_seq: Cell::new(0),
+            claim_seq: 0,
+            held: None,
+            loaded: None,
+            sealed: None,
+            ttl_ms,
+            waited: false,
+            reads_only: false,
+            error: None,
+            leader,
+        }
+    }
+
+    /// A background refresh starts from the value its caller was served.
+    pub(super) fn with_read(mut self, read: Option<Vec<u8>>) -> Self {
+        self.read = read;
+        self
+    }
+
+    fn token(&self) -> &str {
+        self.token.get_or_init(new_token)
+    }
+
+    fn lease_ms(&self) -> u64 {
+        u64::try_from(self.settings.lease_ttl.as_millis()).unwrap_or(u64::MAX)
+    }
+
+    /// What the key held, judged for this caller.
+    fn found(&self) -> Found {
+        judge_bytes(self.inner, &self.lookup.key, self.read.as_deref())
+    }
+
+    pub(super) fn read_op(&self) -> ReadClaim<'_> {
+        self.seen_seq.set(self.inner.stamps.latest());
+        let placeholder = self
+            .placeholder
+            .get_or_init(|| envelope::placeholder(self.token.get_or_init(new_token)));
+        ReadClaim {
+            keys: &self.keys,
+            placeholder,
+            lease_ms: self.lease_ms(),
+        }
+    }
+
+    /// Whether reads are plain `GET`s: the server refused the claiming
+    /// read for lack of memory (`noeviction`), so this call reads without
+    /// claiming (and loads without storing on a miss).
+    pub(super) fn reads_only(&self) -> bool {
+        self.reads_only
+    }
+
+    pub(super) fn get_op(&self) -> Get<'_> {
+        Get { keys: &self.keys }
+    }
+
+    pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
+        match reply {
+            Ok(None) if self.reads_only => {
+                self.read = None;
+                self.flow.on_store_error()
+            }
+            Ok(None) => {
+                self.read = None;
+                self.take_lease(Lease::Placeholder);
+                self.flow.on_read(Found::Missing, true, now_ms())
+            }
+            Ok(Some(bytes)) => {
+                self.read = Some(bytes);
+                self.flow.on_read(self.found(), false, now_ms())
+            }
+            Err(error) if !self.reads_only && error.is_out_of_memory() => {
+                // A full server under `noeviction` refuses every write, the
+                // claiming read included: read again with a plain GET.
+                self.reads_only = true;
+                Step::Read
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    pub(super) fn watch_op(&self) -> Watch<'_> {
+        Watch { keys: &self.keys }
+    }
+
+    pub(super) fn after_watch(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
+        match reply {
+            Ok(read) => {
+                self.read = read;
+                self.flow.on_watch(self.found(), now_ms())
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    /// Hand the value just read to this process's waiters (before an inline refresh).
+    pub(super) fn share(&mut self) -> Step {
+        if let (Some(leader), Some(read)) = (self.leader.take(), &self.read) {
+            leader.finish(|| Outcome::Value(Arc::from(read.as_slice())));
+        }
+        self.flow.on_shared()
+    }
+
+    pub(super) fn claim_op(&self, wait: bool) -> ClaimRefresh<'_> {
+        self.seen_seq.set(self.inner.stamps.latest());
+        let expected = match &self.read {
+            Some(read) => &read[..read.len().min(envelope::HEADER_LEN)],
+            None => &[],
+        };
+        ClaimRefresh {
+            keys: &self.keys,
+            token: self.token.get_or_init(new_token),
+            lease_ms: self.lease_ms(),
+            expected,
+            wait,
+        }
+    }
+
+    pub(super) fn after_claim(&mut self, reply: Result<(Claim, Option<Vec<u8>>)>) -> Step {
+        match reply {
+            Ok((claim, read)) => {
+                if claim == Claim::Changed {
+                    self.read = read;
+                } else if read.is_some() {
+                    // Keep what the first read found: it may be the stale
+                    // value to serve while someone refreshes.
+                    self.read = read;
+                }
+                if claim == Claim::Acquired {
+                    self.take_lease(Lease::Key);
+                }
+                self.flow.on_claim(claim, self.found(), now_ms())
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    fn take_lease(&mut self, lease: Lease) {
+        self.claim_seq = self.seen_seq.get();
+        let held = HeldLease::hold(self.inner, &self.keys, self.token(), lease);
+        self.held = Some(Box::new(held));
+    }
+
+    pub(super) fn begin_wait(&mut self) {
+        self.inner.stats.wait();
+        self.waited = true;
+    }
+
+    pub(super) fn after_wait(&mut self, woken: bool) -> Step {
+        if woken {
+            self.inner.stats.woken();
+        }
+        self.flow.on_wait_done()
+    }
+
+    pub(super) fn begin_load(&self) {
+        let stats = &self.inner.stats;
+        stats.miss();
+        stats.load();
+        if self.flow.lease().is_none() && self.waited {
+            stats.wait_exhausted();
+        }
+        if let Some(miss) = self.lookup.miss {
+            miss(&self.lookup.key);
+        }
+    }
+
+    pub(super) fn after_load(&mut self, result: std::result::Result<V, E>) -> Step {
+        match result {
+            Ok(value) => {
+                let storable = self.seal(&value);
+                self.loaded = Some(Box::new(value));
+                self.flow.on_loaded(true, storable)
+            }
+            Err(error) => {
+                self.inner.stats.load_error();
+                self.error = Some(Box::new(error));
+                self.flow.on_loaded(false, false)
+            }
+        }
+    }
+
+    /// Serialize the value into an envelope with its claim number and
+    /// dependencies (the tag, the groups known upfront and those computed
+    /// from the value). False when it must not be stored: it does not
+    /// serialize, it is too large, or an invalidation of one of its
+    /// dependencies is already known to have happened since the claim (the
+    /// load may predate it).
+    fn seal(&mut self, value: &V) -> bool {
+        let mut groups = self.lookup.groups.clone();
+        if let Some(groups_of) = self.lookup.groups_of {
+            groups_of(value, &mut groups);
+        }
+        let dependencies = dependencies(self.lookup.spec.tag(), &groups);
+        let codec = self.inner.codec;
+        let payload = match codec.encode(value) {
+            Ok(payload) => payload,
+            Err(error) => {
+                self.inner.stats.not_stored();
+                tracing::warn!(key = %self.lookup.key, error = %Chain(&error), "cacheme: value does not serialize; returned but not stored");
+                return false;
+            }
+        };
+        let header = Header {
+            codec,
+            written_at_ms: now_ms(),
+            claim_seq: self.claim_seq,
+            dependencies: &dependencies,
+        };
+        let Some(sealed) = envelope::seal(&header, &payload) else {
+            self.inner.stats.not_stored();
+            tracing::warn!(key = %self.lookup.key, "cacheme: a dependency name is longer than 65,535 bytes; returned but not stored");
+            return false;
+        };
+        let max = self.settings.max_value_size;
+        if sealed.len() > max {
+            self.inner.stats.not_stored();
+            self.inner
+                .warn_oversize(&self.lookup.key, sealed.len(), max);
+            return false;
+        }
+        let current = self.flow.lease().is_none()
+            || self
+                .inner
+                .stamps
+                .judge(self.claim_seq, dependencies.iter().copied())
+                == Verdict::Current;
+        self.sealed = Some(sealed);
+        if !current {
+            // Invalidated while it loaded: not stored, not shared.
+            self.inner.stats.fill_revoked();
+        }
+        current
+    }
+
+    /// The fill, when the flow holds a lease and the value was sealed.
+    pub(super) fn fill_op(&self) -> Option<Fill<'_>> {
+        Some(Fill {
+            keys: &self.keys,
+            lease: self.flow.lease()?,
+            token: self.token(),
+            envelope: self.sealed.as_deref()?,
+            ttl_ms: self.ttl_ms,
+        })
+    }
+
+    pub(super) fn after_fill(&mut self, reply: Result<bool>) -> Step {
+        if let Some(held) = self.held.take() {
+            held.done();
+        }
+        match reply {
+            Ok(true) => {
+                self.inner.stats.fill();
+                self.flow.on_filled(true)
+            }
+            Ok(false) => {
+                // The lease was revoked by an invalidation while we loaded.
+                self.inner.stats.fill_revoked();
+                self.flow.on_filled(false)
+            }
+            Err(_) => self.flow.on_store_error(),
+        }
+    }
+
+    pub(super) fn release_op(&self) -> Option<Release<'_>> {
+        Some(Release {
+            keys: &self.keys,
+            lease: self.flow.lease()?,
+            token: self.token(),
+        })
+    }
+
+    pub(super) fn after_release(&mut self) -> Step {
+        if let Some(held) = self.held.take() {
+            held.done();
+        }
+        self.flow.on_released(self.loaded.is_some())
+    }
+
+    /// Serve the value read; if it does not decode, the flow goes on as for
+    /// an unusable value.
+    pub(super) fn serve(&mut self, serve: Serve) -> std::result::Result<V, Step> {
+        let decoded = match self.read.as_deref().map(Envelope::parse) {
+            Some(Ok(envelope)) => envelope.decode::<V>(),
+            Some(Err(reason)) => Err(reason),
+            None => Err(envelope::Unreadable::Truncated { len: 0 }),
+        };
+        match decoded {
+            Ok(value) => {
+                let stats = &self.inner.stats;
+                stats.hit();
+                if serve.stale {
+                    stats.stale_hit();
+                }
+                if let (Some(leader), Some(read)) = (self.leader.take(), &self.read) {
+                    leader.finish(|| Outcome::Value(Arc::from(read.as_slice())));
+                }
+                if let Some(hit) = self.lookup.hit {
+                    hit(&self.lookup.key, &value);
+                }
+                Ok(value)
+            }
+            Err(reason) => {
+                self.inner.stats.unreadable();
+                tracing::warn!(key = %self.lookup.key, reason = %Chain(&reason), "cacheme: stored value does not decode; reloading it");
+                Err(self.flow.on_undecodable())
+            }
+        }
+    }
+
+    /// The bytes served, for the local tier: what was read.
+    pub(super) fn read_bytes(&self) -> Option<&[u8]> {
+        self.read.as_deref()
+    }
+
+    /// The bytes of the value loaded and stored, for the local tier.
+    pub(super) fn sealed_bytes(&self) -> Option<&[u8]> {
+        self.sealed.as_deref()
+    }
+
+    pub(super) fn finish_loaded(&mut self, shareable: bool) -> V {
+        if let Some(leader) = self.leader.take() {
+            let sealed = self.sealed.clone();
+            leader.finish(|| match sealed {
+                Some(sealed) if shareable => Outcome::Value(Arc::from(sealed)),
+                _ => Outcome::Retry,
+            });
+        }
+        *self
+            .loaded
+            .take()
+            .expect("the flow serves a loaded value only after a successful load")
+    }
+
+    pub(super) fn finish_error(&mut self) -> LoadError<E> {
+        let error = *self
+            .error
+            .take()
+            .expect("the flow serves an error only after a failed load");
+        let Some(leader) = self.leader.take() else {
+            return LoadError::Own(error);
+        };
+        if !self.lookup.share_errors {
+            leader.finish(|| Outcome::Retry);
+            return LoadError::Own(error);
+        }
+        let mut own = Some(error);
+        let mut shared = None;
+        leader.finish(|| {
+            let error = Arc::new(own.take().expect("taken once"));
+            shared = Some(error.clone());
+            Outcome::Error(error)
+        });
+        match (own, shared) {
+            (Some(error), _) => LoadError::Own(error),
+            (None, Some(shared)) => LoadError::Shared(shared),
+            (None, None) => unreachable!("the error is either kept or shared"),
+        }
+    }
+}
+
+/// A value's dependencies: its tag, then its groups.
+pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dependency<'d>> {
+    let mut dependencies = Vec::with_capacity(1 + groups.len());
+    dependencies.push(Dependency::Tag(tag));
+    dependencies.extend(groups.as_slice().iter().map(|g| Dependency::Group(g)));
+    dependencies
+}
+
+/// What stored bytes are to a reader of this cache: judged by their state
+/// byte and by the invalidation sequence. Reports what is not ours.
+pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
+    let Some(bytes) = read else {
+        return Found::Missing;
+    };
+    match Stored::parse(bytes) {
+        Ok(Stored::Loading { .. }) => Found::Loading,
+        Ok(Stored::Value(envelope)) => {
+            match inner
+                .stamps
+                .judge(envelope.claim_seq, envelope.dependencies())
+            {
+                Verdict::Deleted | Verdict::Unknown => Found::Unusable,
+                verdict => Found::Value {
+                    stale: verdict == Verdict::Stale || envelope.state == State::Stale,
+                    written_at_ms: envelope.written_at_ms,
+                },
+            }
+        }
+        Err(reason) => {
+            inner.stats.unreadable();
+            tracing::warn!(key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
+            Found::Unusable
+        }
+    }
+}

@@ -1,0 +1,112 @@
+//! The drivers' loops, written once: `steps!` expands to the async loop
+//! (store ops awaited, the loader's future awaited) and to the blocking one
+//! (plain calls). Everything between the I/O is in [`Run`].
+
+use std::future::Future;
+
+use super::run::Run;
+use crate::lookup::CacheValue;
+use crate::protocol::Step;
+
+/// Defines a loop that performs steps until the flow reaches one that ends
+/// it (a `Serve*`, `ServeError` or `Done`), which it returns. `$run_op` is
+/// the backend's method for one op, `$wait` the ticket's, `$load` how the
+/// loader is called; `$(.$await)?` is `.await` for the async loop.
+macro_rules! steps {
+    (
+        $(#[$meta:meta])*
+        fn $name:ident<$($generic:ident),*>($loader:ident: $loader_ty:ty) where { $($bound:tt)+ };
+        run_op = $run_op:ident, wait = $wait:ident, load = |$load_fn:ident| $load:expr;
+        $($async:ident)? $(.$await:tt)?
+    ) => {
+        $(#[$meta])*
+        pub(super) $($async)? fn $name<V, E, $($generic),*>(
+            run: &mut Run<'_, '_, V, E>,
+            mut step: Step,
+            $loader: &mut Option<$loader_ty>,
+        ) -> Step
+        where
+            V: CacheValue,
+            E: Send + Sync + 'static,
+            $($bound)+
+        {
+            let inner = run.inner;
+            let backend = &inner.backend;
+            let settings = run.settings.clone();
+            let report = inner.reporting(&settings);
+            let mut ticket = None;
+            loop {
+                step = match step {
+                    Step::Read => {
+                        let reply = if run.reads_only() {
+                            backend.$run_op(&run.get_op(), &report)$(.$await)?
+                        } else {
+                            backend.$run_op(&run.read_op(), &report)$(.$await)?
+                        };
+                        run.after_read(reply)
+                    }
+                    Step::Watch => {
+                        ticket = Some(inner.wakeups.listen(run.keys.value()));
+                        let reply = backend.$run_op(&run.watch_op(), &report)$(.$await)?;
+                        run.after_watch(reply)
+                    }
+                    Step::Share => run.share(),
+                    Step::Claim { wait } => {
+                        if wait {
+                            ticket = Some(inner.wakeups.listen(run.keys.value()));
+                        }
+                        let reply = backend.$run_op(&run.claim_op(wait), &report)$(.$await)?;
+                        run.after_claim(reply)
+                    }
+                    Step::Wait(interval) => {
+                        run.begin_wait();
+                        let woken = match ticket.take() {
+                            Some(ticket) => ticket.$wait(interval)$(.$await)?,
+                            None => false,
+                        };
+                        run.after_wait(woken)
+                    }
+                    Step::Load => {
+                        run.begin_load();
+                        let $load_fn = $loader.take().expect("a flow loads at most once");
+                        let result = $load;
+                        run.after_load(result)
+                    }
+                    Step::Fill => {
+                        let reply = match run.fill_op() {
+                            Some(fill) => backend.$run_op(&fill, &report)$(.$await)?,
+                            None => Ok(false),
+                        };
+                        run.after_fill(reply)
+                    }
+                    Step::Release => {
+                        if let Some(release) = run.release_op() {
+                            let _ = backend.$run_op(&release, &report)$(.$await)?;
+                        }
+                        run.after_release()
+                    }
+                    end @ (Step::Serve(_)
+                    | Step::ServeLoaded { .. }
+                    | Step::ServeError
+                    | Step::Done) => return end,
+                };
+            }
+        }
+    };
+}
+
+steps! {
+    /// The async loop.
+    fn steps_async<F, Fut>(loader: F) where { F: FnOnce() -> Fut, Fut: Future<Output = Result<V, E>> };
+    run_op = run, wait = wait,
+    // Boxed: the loader's future (any size) would otherwise be inline in the
+    // protocol's future, which every remote hit allocates.
+    load = |load| Box::pin(load()).await;
+    async .await
+}
+
+steps! {
+    /// The blocking loop: the same, without `.await`.
+    fn steps_blocking<F>(loader: F) where { F: FnOnce() -> Result<V, E> };
+    run_op = run_blocking, wait = wait_blocking, load = |load| load();
+}
