@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::lease::{HeldLease, new_token};
 use crate::Result;
 use crate::cache::Inner;
-use crate::envelope::{self, Dependency, Envelope, Header, State, Stored};
+use crate::envelope::{self, Dependency, Envelope, Header};
 use crate::error::{Chain, LoadError};
 use crate::flight::{Leader, Outcome};
 use crate::key::StoreKeys;
@@ -442,23 +442,8 @@ pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dep
 /// What stored bytes are to a reader of this cache: judged by their state
 /// byte and by the invalidation sequence. Reports what is not ours.
 pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
-    let Some(bytes) = read else {
-        return Found::Missing;
-    };
-    match Stored::parse(bytes) {
-        Ok(Stored::Loading { .. }) => Found::Loading,
-        Ok(Stored::Value(envelope)) => {
-            match inner
-                .stamps
-                .judge(envelope.claim_seq, envelope.dependencies())
-            {
-                Verdict::Deleted | Verdict::Unknown => Found::Unusable,
-                verdict => Found::Value {
-                    stale: verdict == Verdict::Stale || envelope.state == State::Stale,
-                    written_at_ms: envelope.written_at_ms,
-                },
-            }
-        }
+    match crate::protocol::judge(&inner.stamps, read) {
+        Ok(found) => found,
         Err(reason) => {
             inner.stats.unreadable();
             tracing::warn!(key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");

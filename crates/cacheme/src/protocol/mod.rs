@@ -29,7 +29,10 @@
 
 use std::time::Duration;
 
-#[cfg(any())]
+use crate::envelope::{State, Stored, Unreadable};
+use crate::stamps::{Stamps, Verdict};
+
+#[cfg(test)]
 mod model_check;
 
 /// What a reader accepts and how long it waits; resolved from settings,
@@ -80,6 +83,27 @@ pub(crate) enum Found {
         /// When it was written (ms since the Unix epoch).
         written_at_ms: u64,
     },
+}
+
+/// What the bytes of a value key are to a reader that knows `stamps`:
+/// the state byte (key invalidation) and the invalidation sequence (tags
+/// and groups) decide. `Err` for bytes that are not one of our values.
+pub(crate) fn judge(stamps: &Stamps, read: Option<&[u8]>) -> Result<Found, Unreadable> {
+    let Some(bytes) = read else {
+        return Ok(Found::Missing);
+    };
+    Ok(match Stored::parse(bytes)? {
+        Stored::Loading { .. } => Found::Loading,
+        Stored::Value(envelope) => {
+            match stamps.judge(envelope.claim_seq, envelope.dependencies()) {
+                Verdict::Deleted | Verdict::Unknown => Found::Unusable,
+                verdict => Found::Value {
+                    stale: verdict == Verdict::Stale || envelope.state == State::Stale,
+                    written_at_ms: envelope.written_at_ms,
+                },
+            }
+        }
+    })
 }
 
 /// Which lease a caller holds.

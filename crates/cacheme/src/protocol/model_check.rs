@@ -1,45 +1,69 @@
-//! A model check of the read protocol.
+//! A model check of the read protocol (v2).
 //!
-//! Random interleavings of readers (each a [`ReadFlow`]), loads that finish
-//! or fail, lease renewals, crashed loaders, invalidations and a fake clock
-//! run against the memory store's state ([`MemoryState`], the same ops the
-//! drivers use). After every action the simulation checks:
+//! Random interleavings of readers (each a [`ReadFlow`]) in two processes,
+//! loads that finish or fail, lease renewals, crashed loaders, invalidations
+//! of the key (mark stale, delete), of its group and of its tag, events that
+//! reach the other process late, twice or never (a lost event is noticed at
+//! the next one, or at a reconnect, and read back from a log that keeps only
+//! the last few entries), and a fake clock, against the memory store's
+//! state ([`MemoryState`], the same ops the drivers use) and each process's
+//! [`Stamps`]. After every action the simulation checks:
 //!
-//! 1. **One loader per lease period**: when a reader takes the lease, no
-//!    other reader still loads under a lease that is neither expired nor
-//!    revoked.
+//! 1. **One loader per lease period**: when a reader takes a lease, no other
+//!    reader still loads under a lease that is neither expired nor revoked.
 //! 2. **No stale value after an invalidation**: a value served as fresh was
-//!    loaded from the source of truth at or after the last invalidation that
-//!    completed before its reader started (so a stale-off reader never gets
-//!    the earlier value); stale values only go to stale-on readers.
-//! 3. **Every waiter ends within its budget**: no reader waits more than the
+//!    loaded from the source of truth at or after every invalidation that its
+//!    reader's process knew of when the reader started (the invalidating
+//!    process knows its own at once; the other learns it from the event or
+//!    the log). Stale values only go to stale-on readers, and never from
+//!    before a tag invalidation or a delete (those delete).
+//! 3. **A fill refused after a revocation**: no fill succeeds under a lease
+//!    that a key invalidation revoked.
+//! 4. **Every waiter ends within its budget**: no reader waits more than the
 //!    retry count, and every reader finishes within a bounded number of its
 //!    own steps once loads are allowed to finish.
+//!
+//! The mutant test runs the same check with the invalidation sequence
+//! ignored (`stamps::mutant`): it must find a violation.
 
+use std::collections::VecDeque;
 use std::time::Duration;
 
 use proptest::prelude::*;
 
-use super::{Claim, Found, Policy, ReadFlow, Step};
-use crate::envelope::{self, Codec, Envelope};
+use super::{Claim, Found, Lease, Policy, ReadFlow, Step, judge};
+use crate::codec::Codec;
+use crate::envelope::{self, Dependency, Envelope, Header};
+use crate::events::Invalidated;
 use crate::key::StoreKeys;
-use crate::storage::memory::{ClaimRequest, FillRequest, MemoryState};
+use crate::stamps::{Stamps, Verdict};
+use crate::storage::memory::MemoryState;
 use crate::storage::{
-    ClaimLease, Expiry, Extend, Fill, Get, IndexAdd, Invalidate, Op, Register, Release, Removal,
+    ClaimRefresh, Extend, Fill, Invalidate, Op, ReadClaim, Record, Release, Removal, Watch,
 };
 
 const PREFIX: &str = "CM:";
+const TAG: &str = "t";
+const GROUP: &str = "g";
 const LEASE_MS: u64 = 100;
 const RETRIES: u32 = 3;
-/// Steps a reader may take once loads finish promptly: read, share, claims
-/// and waits within the budget, register, load, fill, serve, plus re-reads of
-/// an undecodable value.
-const MAX_STEPS: u32 = 12 + 3 * RETRIES;
+/// The log keeps this many entries: losing more events than that loses them.
+const LOG_LEN: u64 = 3;
+const PROCESSES: usize = 2;
+/// Steps a reader may take once loads finish promptly.
+const MAX_STEPS: u32 = 16 + 4 * RETRIES;
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Key { delete: bool },
+    Group,
+    Tag,
+}
 
 #[derive(Debug, Clone)]
 enum Action {
-    /// A new caller, accepting stale values or not.
-    Spawn { stale: bool },
+    /// A new caller in process `p`, accepting stale values or not.
+    Spawn { process: usize, stale: bool },
     /// Advance one step of reader `i` (modulo the number of readers).
     Step(usize),
     /// Reader `i`'s loader returns (ok or with an error).
@@ -48,26 +72,54 @@ enum Action {
     Renew(usize),
     /// Reader `i`'s process dies; its lease stays until it expires.
     Crash(usize),
-    /// The source of truth changes, then the key is invalidated.
-    Invalidate { delete: bool },
+    /// The source of truth changes, then process `p` invalidates.
+    Invalidate { process: usize, kind: Kind },
+    /// Process `p` receives its next event.
+    Deliver(usize),
+    /// Process `p`'s next event is lost.
+    Lose(usize),
+    /// Process `p` reconnects and reads the log back.
+    Reconnect(usize),
     /// Time passes.
     Tick(u64),
 }
 
+fn kind() -> impl Strategy<Value = Kind> {
+    prop_oneof![
+        any::<bool>().prop_map(|delete| Kind::Key { delete }),
+        Just(Kind::Group),
+        Just(Kind::Tag),
+    ]
+}
+
 fn action() -> impl Strategy<Value = Action> {
     prop_oneof![
-        2 => any::<bool>().prop_map(|stale| Action::Spawn { stale }),
+        2 => (0..PROCESSES, any::<bool>()).prop_map(|(process, stale)| Action::Spawn { process, stale }),
         10 => (0..64usize).prop_map(Action::Step),
         3 => (0..64usize, prop::bool::weighted(0.8)).prop_map(|(i, ok)| Action::FinishLoad(i, ok)),
         1 => (0..64usize).prop_map(Action::Renew),
         1 => (0..64usize).prop_map(Action::Crash),
-        1 => any::<bool>().prop_map(|delete| Action::Invalidate { delete }),
+        2 => (0..PROCESSES, kind()).prop_map(|(process, kind)| Action::Invalidate { process, kind }),
+        3 => (0..PROCESSES).prop_map(Action::Deliver),
+        1 => (0..PROCESSES).prop_map(Action::Lose),
+        1 => (0..PROCESSES).prop_map(Action::Reconnect),
         2 => (0..=2 * LEASE_MS).prop_map(Action::Tick),
     ]
 }
 
+/// One process: what it knows of the sequence, and its undelivered events.
+struct Process {
+    stamps: Stamps,
+    pending: VecDeque<(u64, Invalidated)>,
+    /// The source version below which it must not serve fresh values, and
+    /// the one below which it must not serve anything (tags, deletes).
+    floor: u64,
+    delete_floor: u64,
+}
+
 #[derive(Debug)]
 struct Reader {
+    process: usize,
     flow: ReadFlow,
     token: String,
     stale_ok: bool,
@@ -79,8 +131,11 @@ struct Reader {
     loaded: Option<u64>,
     /// The last value read from the store.
     read: Option<Vec<u8>>,
-    /// The source version when the reader started.
+    /// Sequence seen before the step that took the lease, and at the claim.
+    seen_seq: u64,
+    claim_seq: u64,
     floor: u64,
+    delete_floor: u64,
     lease_until: u64,
     revoked: bool,
     waits: u32,
@@ -94,8 +149,13 @@ struct World {
     now: u64,
     /// Version of the source of truth.
     version: u64,
+    /// What each sequence number invalidated: (source version before it, deletes).
+    meaning: Vec<(u64, u64, bool)>,
+    /// Key invalidations change the store itself: every process knows them.
+    key_floor: u64,
+    key_delete_floor: u64,
+    processes: Vec<Process>,
     readers: Vec<Reader>,
-    tag: Vec<IndexAdd>,
 }
 
 fn policy(stale: bool) -> Policy {
@@ -108,17 +168,6 @@ fn policy(stale: bool) -> Policy {
     }
 }
 
-fn found(read: Option<&[u8]>) -> Found {
-    match read.map(Envelope::parse) {
-        None => Found::Missing,
-        Some(Ok(e)) => Found::Value {
-            state: e.state,
-            written_at_ms: e.written_at_ms,
-        },
-        Some(Err(_)) => Found::Unreadable,
-    }
-}
-
 impl World {
     fn new() -> Self {
         World {
@@ -126,12 +175,18 @@ impl World {
             keys: StoreKeys::new(PREFIX, "k"),
             now: 1_000,
             version: 0,
+            meaning: Vec::new(),
+            key_floor: 0,
+            key_delete_floor: 0,
+            processes: (0..PROCESSES)
+                .map(|_| Process {
+                    stamps: Stamps::new(64, true),
+                    pending: VecDeque::new(),
+                    floor: 0,
+                    delete_floor: 0,
+                })
+                .collect(),
             readers: Vec::new(),
-            tag: vec![IndexAdd {
-                index: crate::key::tag_index(PREFIX, "t"),
-                expiry: Expiry::After(LEASE_MS),
-                prune: false,
-            }],
         }
     }
 
@@ -143,12 +198,23 @@ impl World {
         (!self.readers.is_empty()).then(|| i % self.readers.len())
     }
 
+    fn found(&self, i: usize) -> Found {
+        let reader = &self.readers[i];
+        judge(
+            &self.processes[reader.process].stamps,
+            reader.read.as_deref(),
+        )
+        .unwrap_or(Found::Unusable)
+    }
+
     fn act(&mut self, action: &Action) -> Result<(), TestCaseError> {
         match *action {
-            Action::Spawn { stale } => {
+            Action::Spawn { process, stale } => {
                 let flow = ReadFlow::read(policy(stale));
                 let next = Some(flow.start());
+                let p = &self.processes[process];
                 self.readers.push(Reader {
+                    process,
                     flow,
                     token: format!("{:024}", self.readers.len()),
                     stale_ok: stale,
@@ -156,7 +222,10 @@ impl World {
                     load_version: None,
                     loaded: None,
                     read: None,
-                    floor: self.version,
+                    seen_seq: 0,
+                    claim_seq: 0,
+                    floor: p.floor.max(self.key_floor),
+                    delete_floor: p.delete_floor.max(self.key_delete_floor),
                     lease_until: 0,
                     revoked: false,
                     waits: 0,
@@ -188,10 +257,29 @@ impl World {
                     }
                 }
             }
-            Action::Invalidate { delete } => {
-                self.version += 1;
+            Action::Invalidate { process, kind } => self.invalidate(process, kind),
+            Action::Deliver(p) => {
+                if let Some((seq, invalidated)) = self.processes[p].pending.pop_front() {
+                    self.receive(p, seq, &invalidated);
+                }
+            }
+            Action::Lose(p) => {
+                self.processes[p].pending.pop_front();
+            }
+            Action::Reconnect(p) => self.catch_up(p),
+            Action::Tick(ms) => self.now += ms,
+        }
+        Ok(())
+    }
+
+    fn invalidate(&mut self, process: usize, kind: Kind) {
+        let before = self.version;
+        self.version += 1;
+        let mut invalidated = Invalidated::default();
+        match kind {
+            Kind::Key { delete } => {
                 for reader in &mut self.readers {
-                    if reader.flow.holds_lease() {
+                    if reader.flow.lease().is_some() {
                         reader.revoked = true;
                     }
                 }
@@ -205,32 +293,100 @@ impl World {
                     keys: &keys,
                     removal,
                 });
+                self.key_floor = self.version;
+                if delete {
+                    self.key_delete_floor = self.version;
+                }
+                invalidated.keys.push("k".into());
             }
-            Action::Tick(ms) => self.now += ms,
+            Kind::Group => invalidated.groups.push(GROUP.into()),
+            Kind::Tag => invalidated.tags.push(TAG.into()),
         }
-        Ok(())
+        let payload = invalidated.payload();
+        let seq = self.apply(&Record {
+            payload: &payload,
+            log_len: LOG_LEN,
+        });
+        let deletes = matches!(kind, Kind::Tag);
+        self.meaning.push((seq, self.version, deletes));
+        let _ = before;
+        // The invalidating process applies it before returning.
+        self.receive(process, seq, &invalidated);
+        for (p, other) in self.processes.iter_mut().enumerate() {
+            if p != process {
+                other.pending.push_back((seq, invalidated.clone()));
+            }
+        }
+    }
+
+    /// An event reaches process `p` (what the subscriber does).
+    fn receive(&mut self, p: usize, seq: u64, invalidated: &Invalidated) {
+        if seq > self.processes[p].stamps.known() + 1 {
+            self.catch_up(p);
+        }
+        self.applied(p, seq, invalidated);
+    }
+
+    fn applied(&mut self, p: usize, seq: u64, invalidated: &Invalidated) {
+        let process = &mut self.processes[p];
+        process.stamps.apply(&invalidated.entry(seq));
+        for &(s, version, deletes) in &self.meaning {
+            if s == seq {
+                process.floor = process.floor.max(version);
+                if deletes {
+                    process.delete_floor = process.delete_floor.max(version);
+                }
+            }
+        }
+    }
+
+    /// Read the log back from what process `p` knows (`subscriber::catch_up`).
+    fn catch_up(&mut self, p: usize) {
+        let from = self.processes[p].stamps.known() + 1;
+        let (current, entries) = self.store.read_log(from, usize::MAX);
+        let first = entries.first().map(|(seq, _)| *seq);
+        let lost = match first {
+            Some(first) => first > from,
+            None => current >= from,
+        };
+        if lost {
+            let up_to = first.map_or(current, |first| first - 1);
+            self.processes[p].stamps.skip_to(up_to);
+            // What was lost counts as known: values claimed before it are
+            // reloaded, never trusted.
+            let meanings: Vec<_> = self
+                .meaning
+                .iter()
+                .filter(|m| m.0 <= up_to)
+                .copied()
+                .collect();
+            let process = &mut self.processes[p];
+            for (_, version, deletes) in meanings {
+                process.floor = process.floor.max(version);
+                if deletes {
+                    process.delete_floor = process.delete_floor.max(version);
+                }
+            }
+        }
+        for (seq, payload) in entries {
+            let invalidated = Invalidated::parse(&payload).expect("the model's own payloads");
+            self.applied(p, seq, &invalidated);
+        }
     }
 
     fn renew(&mut self, i: usize) {
-        let (loading, holds) = {
+        let (loading, lease) = {
             let r = &self.readers[i];
-            (
-                r.load_version.is_some() && r.next.is_some(),
-                r.flow.holds_lease(),
-            )
+            (r.load_version.is_some() && r.next.is_some(), r.flow.lease())
         };
-        if !(loading && holds) {
+        let (true, Some(lease)) = (loading, lease) else {
             return;
-        }
+        };
         let token = self.readers[i].token.clone();
         let keys = self.keys.clone();
-        let tag = self.tag.clone();
         let extended = self.apply(&Extend {
-            register: Register {
-                prefix: PREFIX,
-                keys: &keys,
-                indexes: &tag,
-            },
+            keys: &keys,
+            lease,
             token: &token,
             lease_ms: LEASE_MS,
         });
@@ -240,17 +396,36 @@ impl World {
     }
 
     fn finish_load(&mut self, i: usize, ok: bool) {
-        let reader = &mut self.readers[i];
+        let reader = &self.readers[i];
         if reader.next != Some(Step::Load) || reader.loaded.is_some() {
             return;
         }
         let Some(version) = reader.load_version else {
             return;
         };
+        // What `Run::seal` decides: storable unless an invalidation of the
+        // value's dependencies is already known since its claim.
+        let storable = ok
+            && (reader.flow.lease().is_none()
+                || self.processes[reader.process].stamps.judge(
+                    reader.claim_seq,
+                    [Dependency::Tag(TAG), Dependency::Group(GROUP)],
+                ) == Verdict::Current);
+        let reader = &mut self.readers[i];
         if ok {
             reader.loaded = Some(version);
         }
-        reader.next = Some(reader.flow.on_loaded(ok));
+        reader.next = Some(reader.flow.on_loaded(ok, storable));
+    }
+
+    fn took_lease(&mut self, i: usize) -> Result<(), TestCaseError> {
+        self.check_single_loader(i)?;
+        let now = self.now;
+        let reader = &mut self.readers[i];
+        reader.claim_seq = reader.seen_seq;
+        reader.lease_until = now + LEASE_MS;
+        reader.revoked = false;
+        Ok(())
     }
 
     fn step(&mut self, i: usize) -> Result<(), TestCaseError> {
@@ -264,47 +439,53 @@ impl World {
         let now = self.now;
         let keys = self.keys.clone();
         let token = self.readers[i].token.clone();
+        let p = self.readers[i].process;
         let next = match step {
             Step::Read => {
-                let read = self.apply(&Get { keys: &keys });
-                let reader = &mut self.readers[i];
-                reader.read = read;
-                reader.flow.on_read(found(reader.read.as_deref()), now)
+                self.readers[i].seen_seq = self.processes[p].stamps.latest();
+                let placeholder = envelope::placeholder(&token);
+                let read = self.apply(&ReadClaim {
+                    keys: &keys,
+                    placeholder: &placeholder,
+                    lease_ms: LEASE_MS,
+                });
+                let claimed = read.is_none();
+                self.readers[i].read = read;
+                if claimed {
+                    self.took_lease(i)?;
+                }
+                let found = self.found(i);
+                self.readers[i].flow.on_read(found, claimed, now)
+            }
+            Step::Watch => {
+                let read = self.apply(&Watch { keys: &keys });
+                self.readers[i].read = read;
+                let found = self.found(i);
+                self.readers[i].flow.on_watch(found, now)
             }
             Step::Share => self.readers[i].flow.on_shared(),
-            Step::Claim => {
-                let (fresh_since_ms, stale_ok) = {
-                    let flow = &self.readers[i].flow;
-                    (flow.fresh_since_ms(now), flow.stale_ok())
-                };
-                let tag = self.tag.clone();
-                let (claim, read) = self.apply(&ClaimLease {
-                    claim: ClaimRequest {
-                        keys: &keys,
-                        token: &token,
-                        lease_ms: LEASE_MS,
-                        fresh_since_ms,
-                        stale_ok,
-                    },
-                    register: Register {
-                        prefix: PREFIX,
-                        keys: &keys,
-                        indexes: &tag,
-                    },
+            Step::Claim { wait } => {
+                self.readers[i].seen_seq = self.processes[p].stamps.latest();
+                let expected = self.readers[i]
+                    .read
+                    .as_deref()
+                    .map(|read| read[..read.len().min(envelope::HEADER_LEN)].to_vec())
+                    .unwrap_or_default();
+                let (claim, read) = self.apply(&ClaimRefresh {
+                    keys: &keys,
+                    token: &token,
+                    lease_ms: LEASE_MS,
+                    expected: &expected,
+                    wait,
                 });
                 if claim == Claim::Acquired {
-                    self.check_single_loader(i)?;
-                    let reader = &mut self.readers[i];
-                    reader.lease_until = now + LEASE_MS;
-                    reader.revoked = false;
+                    self.took_lease(i)?;
                 }
-                let reader = &mut self.readers[i];
-                if read.is_some() {
-                    reader.read = read;
+                if claim == Claim::Changed || read.is_some() {
+                    self.readers[i].read = read;
                 }
-                reader
-                    .flow
-                    .on_claim(claim, found(reader.read.as_deref()), now)
+                let found = self.found(i);
+                self.readers[i].flow.on_claim(claim, found, now)
             }
             Step::Wait(_) => {
                 let reader = &mut self.readers[i];
@@ -318,45 +499,64 @@ impl World {
                 Step::Load
             }
             Step::Fill => {
-                let version = self.readers[i]
-                    .loaded
-                    .expect("filled after a successful load");
+                let (version, lease, claim_seq) = {
+                    let reader = &self.readers[i];
+                    (
+                        reader.loaded.expect("filled after a successful load"),
+                        reader.flow.lease().expect("a fill holds a lease"),
+                        reader.claim_seq,
+                    )
+                };
                 let payload = Codec::MessagePack.encode(&version).expect("u64 encodes");
-                let sealed = envelope::seal(Codec::MessagePack, now, &payload);
-                let tag = self.tag.clone();
-                let stored = self.apply(&Fill(FillRequest {
-                    prefix: PREFIX,
+                let sealed = envelope::seal(
+                    &Header {
+                        codec: Codec::MessagePack,
+                        written_at_ms: now,
+                        claim_seq,
+                        dependencies: &[Dependency::Tag(TAG), Dependency::Group(GROUP)],
+                    },
+                    &payload,
+                )
+                .expect("short names");
+                let stored = self.apply(&Fill {
                     keys: &keys,
+                    lease,
                     token: &token,
                     envelope: &sealed,
                     ttl_ms: None,
-                    lease_ms: LEASE_MS,
-                    indexes: &tag,
-                }));
-                let reader = &self.readers[i];
+                });
                 if stored {
                     prop_assert!(
-                        !reader.revoked,
+                        !self.readers[i].revoked,
                         "a fill succeeded under a lease revoked by an invalidation"
                     );
                 }
                 self.readers[i].flow.on_filled(stored)
             }
             Step::Release => {
-                self.apply(&Release {
-                    keys: &keys,
-                    token: &token,
-                    lease_ms: LEASE_MS,
-                });
-                self.readers[i].flow.on_released()
+                if let Some(lease) = self.readers[i].flow.lease() {
+                    self.apply(&Release {
+                        keys: &keys,
+                        lease,
+                        token: &token,
+                    });
+                }
+                let loaded = self.readers[i].loaded.is_some();
+                self.readers[i].flow.on_released(loaded)
             }
             Step::Serve(serve) => {
                 let reader = &mut self.readers[i];
                 let envelope = Envelope::parse(reader.read.as_deref().unwrap_or_default())
-                    .expect("the flow serves only values it classified as ours");
+                    .expect("the flow serves only values it judged ours");
                 let version: u64 = envelope.decode().expect("the model stores u64 payloads");
                 if serve.stale {
                     prop_assert!(reader.stale_ok, "a stale value went to a stale-off reader");
+                    prop_assert!(
+                        version >= reader.delete_floor,
+                        "served version {} as stale after a deleting invalidation (version {})",
+                        version,
+                        reader.delete_floor
+                    );
                 } else {
                     prop_assert!(
                         version >= reader.floor,
@@ -395,16 +595,16 @@ impl World {
         Ok(())
     }
 
-    /// Property 1: reader `i` just took the lease; nobody else may still hold
+    /// Property 1: reader `i` just took a lease; nobody else may still hold
     /// a live one.
     fn check_single_loader(&mut self, i: usize) -> Result<(), TestCaseError> {
         for (j, other) in self.readers.iter().enumerate() {
-            if j == i || other.next.is_none() || !other.flow.holds_lease() {
+            if j == i || other.next.is_none() || other.flow.lease().is_none() {
                 continue;
             }
             prop_assert!(
                 other.revoked || self.now >= other.lease_until,
-                "reader {} took the lease while reader {} still held a live one",
+                "reader {} took a lease while reader {} still held a live one",
                 i,
                 j
             );
@@ -412,7 +612,8 @@ impl World {
         Ok(())
     }
 
-    /// Let every unfinished reader run to the end, loads finishing at once.
+    /// Let every unfinished reader run to the end, loads finishing at once
+    /// and events delivered.
     fn drain(&mut self) -> Result<(), TestCaseError> {
         for _ in 0..(MAX_STEPS as usize + 2) * (self.readers.len() + 1) {
             if self.readers.iter().all(|r| r.next.is_none()) {
@@ -441,50 +642,94 @@ impl World {
     }
 }
 
+fn run(actions: &[Action]) -> Result<(), TestCaseError> {
+    let mut world = World::new();
+    world.act(&Action::Spawn {
+        process: 0,
+        stale: false,
+    })?;
+    for action in actions {
+        world.act(action)?;
+    }
+    world.drain()
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
     fn the_protocol_keeps_its_promises(actions in prop::collection::vec(action(), 1..300)) {
-        let mut world = World::new();
-        world.act(&Action::Spawn { stale: false })?;
-        for action in &actions {
-            world.act(action)?;
-        }
-        world.drain()?;
+        run(&actions)?;
     }
 }
 
-/// The deterministic scenario of the issue, in the model: a load begins,
-/// the key is invalidated, the load finishes; a stale-off reader that starts
-/// after the invalidation must not get the old value.
+/// The mutant: with the invalidation sequence ignored (every value judged
+/// current), random runs must find a stale value served. Proves that the
+/// check sees what the stamps protect.
 #[test]
-fn a_load_that_began_before_an_invalidation_is_not_served_afterwards() {
+fn a_mutant_that_ignores_the_stamps_fails_the_check() {
+    crate::stamps::mutant::IGNORE_STAMPS.with(|ignore| ignore.set(true));
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig {
+        cases: 512,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    });
+    let outcome = runner.run(&prop::collection::vec(action(), 1..300), |actions| {
+        run(&actions)
+    });
+    crate::stamps::mutant::IGNORE_STAMPS.with(|ignore| ignore.set(false));
+    let error = outcome.expect_err("the mutant must violate a property");
+    let message = error.to_string();
+    assert!(
+        message.contains("served version"),
+        "the mutant fails on a stale value: {message}"
+    );
+}
+
+/// The deterministic scenario: a load begins, the value's group is
+/// invalidated (O(1): the lease is not touched), the load finishes and is
+/// stored; no reader that starts after the invalidation gets it as fresh.
+#[test]
+fn a_load_in_flight_during_a_group_invalidation_is_never_served_fresh() {
     let mut world = World::new();
-    let run = |world: &mut World, actions: &[Action]| {
+    let act = |world: &mut World, actions: &[Action]| {
         for action in actions {
             world.act(action).expect("no property violated");
         }
     };
-    // Reader 0 reads (miss), claims (and registers), starts loading version 0.
-    run(
+    // Reader 0 (process 0) reads a cold key: claims it, starts loading version 0.
+    act(
         &mut world,
         &[
-            Action::Spawn { stale: false },
-            Action::Step(0),
-            Action::Step(0),
+            Action::Spawn {
+                process: 0,
+                stale: false,
+            },
             Action::Step(0),
             Action::Step(0),
         ],
     );
     assert_eq!(world.readers[0].load_version, Some(0));
-    // The source changes; the key is invalidated (the lease is revoked).
-    run(&mut world, &[Action::Invalidate { delete: false }]);
-    // The old load finishes; its fill is refused.
-    run(&mut world, &[Action::FinishLoad(0, true), Action::Step(0)]);
-    assert_eq!(world.store.get(world.keys.value(), world.now), None);
-    // A stale-off reader started now loads version 1 itself.
-    run(&mut world, &[Action::Spawn { stale: false }]);
+    assert_eq!(world.readers[0].flow.lease(), Some(Lease::Placeholder));
+    // Process 1 invalidates the group; process 0 has not heard yet.
+    act(
+        &mut world,
+        &[Action::Invalidate {
+            process: 1,
+            kind: Kind::Group,
+        }],
+    );
+    // The old load finishes and is stored (process 0 did not know).
+    act(&mut world, &[Action::FinishLoad(0, true), Action::Step(0)]);
+    assert!(world.store.get(world.keys.value(), world.now).is_some());
+    // A stale-off reader of process 1 does not take it: it reloads version 1.
+    act(
+        &mut world,
+        &[Action::Spawn {
+            process: 1,
+            stale: false,
+        }],
+    );
     world.drain().expect("no property violated");
     assert_eq!(world.readers[1].loaded, Some(1));
 }

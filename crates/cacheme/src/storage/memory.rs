@@ -93,6 +93,12 @@ impl MemoryState {
         }
     }
 
+    /// Write raw bytes under a key, with no expiry (tests of foreign values).
+    #[cfg(test)]
+    pub(crate) fn put_raw(&mut self, key: &str, bytes: &[u8], now_ms: u64) {
+        self.put(key, bytes.to_vec(), None, now_ms);
+    }
+
     /// `SET key placeholder NX PX lease GET`: what the key held, or `None`
     /// when it was empty and now holds the placeholder.
     pub(crate) fn read_claim(

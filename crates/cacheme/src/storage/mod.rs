@@ -12,6 +12,8 @@
 //! (`{key}`), or the invalidation sequence (`{inv}`).
 
 pub(crate) mod memory;
+#[cfg(test)]
+mod parity;
 pub(crate) mod redis;
 
 use std::time::{Duration, Instant};
