@@ -22,6 +22,7 @@ mod invalidation;
 mod local_tier;
 mod nodes;
 mod protocol;
+mod public_api;
 mod settings;
 mod sources;
 mod storage;

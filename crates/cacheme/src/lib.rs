@@ -33,6 +33,8 @@
 //! See the README for the feature table, and `docs/` for the protocol, the
 //! data model and the benchmarks.
 
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
 mod breaker;
 mod cache;
 mod codec;

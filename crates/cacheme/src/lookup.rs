@@ -92,6 +92,16 @@ pub struct Lookup<'a, V> {
     pub(crate) local_clone: Option<fn(&V) -> V>,
 }
 
+impl<V> std::fmt::Debug for Lookup<'_, V> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lookup")
+            .field("key", &self.key)
+            .field("spec", &self.spec.name())
+            .field("groups", &self.groups)
+            .finish_non_exhaustive()
+    }
+}
+
 impl Cache {
     /// A lookup of the value under `key` (a cache key, without the prefix).
     pub fn lookup<'a, V: CacheValue>(&self, key: impl Into<Cow<'a, str>>) -> Lookup<'a, V> {

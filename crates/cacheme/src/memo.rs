@@ -195,6 +195,12 @@ impl<E> Copy for ErrorPolicy<E> {}
 /// ```
 pub struct ErrorSharing<R>(PhantomData<fn() -> R>);
 
+impl<R> std::fmt::Debug for ErrorSharing<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ErrorSharing")
+    }
+}
+
 impl<R> ErrorSharing<R> {
     /// The marker.
     #[allow(clippy::new_without_default)]
@@ -453,6 +459,12 @@ pub struct MemoNode<V: 'static, N> {
     lookup: fn(&N, &Cache) -> Lookup<'static, V>,
     hit: fn(&N, &str, &V),
     miss: fn(&N, &str),
+}
+
+impl<V, N: std::fmt::Debug> std::fmt::Debug for MemoNode<V, N> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("MemoNode").field(&self.node).finish()
+    }
 }
 
 impl<V: CacheValue, N> MemoNode<V, N> {

@@ -190,6 +190,7 @@ impl CacheBuilder {
     /// taken. Add [`redis_url`](Self::redis_url) too for blocking calls and
     /// push wake-ups.
     #[cfg(feature = "deadpool")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
     pub fn deadpool(mut self, pool: deadpool_redis::Pool) -> Self {
         self.source = match self.source {
             Source::Redis { url, manager, .. } => Source::Redis {
@@ -297,6 +298,22 @@ impl CacheBuilder {
         let cache = self.build()?;
         crate::cache::install(cache.clone());
         Ok(cache)
+    }
+}
+
+impl std::fmt::Debug for CacheBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let source = match &self.source {
+            Source::Memory => "memory".to_owned(),
+            Source::Redis { url: Some(url), .. } => redact(url),
+            Source::Redis { .. } => "application connection".to_owned(),
+        };
+        f.debug_struct("CacheBuilder")
+            .field("source", &source)
+            .field("prefix", &self.prefix)
+            .field("codec", &self.codec)
+            .field("settings", &self.settings)
+            .finish()
     }
 }
 
