@@ -705,6 +705,7 @@ fn sealed(payload: &[u8]) -> Vec<u8> {
         codec: Codec::MessagePack,
         written_at_ms: now_ms(),
         claim_seq: 0,
+        fresh_until_ms: 0,
         dependencies: &[Dependency::Tag("bulk")],
     };
     seal(&header, payload).expect("short names")

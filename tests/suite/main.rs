@@ -17,6 +17,7 @@ mod fixtures;
 
 mod decorator;
 mod decorator_blocking;
+mod fail_safe;
 mod faults;
 mod invalidation;
 mod local_tier;

@@ -94,6 +94,7 @@ async fn unreadable_values_are_misses_and_are_overwritten() {
             codec: cacheme::Codec::MessagePack,
             written_at_ms: 1,
             claim_seq: 0,
+            fresh_until_ms: 0,
             dependencies: &[],
         };
         cacheme::__private::wire::seal(&header, &payload).expect("no names")

@@ -70,6 +70,8 @@ pub(crate) struct Inner {
     /// This process's id in the invalidations it publishes.
     pub(crate) publisher: u64,
     subscriber_stop: Arc<AtomicBool>,
+    /// Invalidations the store could not take, retried in the background.
+    pub(crate) pending: crate::invalidation::Pending,
     /// `connect_sources` ran: the registered sources are started once.
     pub(crate) sources_connected: AtomicBool,
 }
@@ -163,6 +165,7 @@ impl Cache {
             publisher: publisher_id(),
             subscriber_stop,
             sources_connected: AtomicBool::new(false),
+            pending: Default::default(),
         });
         if let Backend::Redis(store) = &inner.backend
             && let Some(client) = store.client()
@@ -270,6 +273,7 @@ impl Inner {
             retries: settings.herd_retries,
             interval: settings.herd_interval,
             background_refresh,
+            soft_timeout: lookup.effective_soft_timeout(&settings),
         }
     }
 

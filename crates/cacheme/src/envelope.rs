@@ -16,8 +16,10 @@
 //! 4      8    write time, ms since the
 //!             Unix epoch (big endian)
 //! 12     8    claim sequence (big endian)
-//! 20     2    dependency count n
-//! 22     ..   n × (kind 't' tag | 'g' group, length u16, name)
+//! 20     8    fresh until, ms since the
+//!             Unix epoch (0: no limit)
+//! 28     2    dependency count n
+//! 30     ..   n × (kind 't' tag | 'g' group, length u16, name)
 //! ..     ..   payload
 //! ```
 //!
@@ -47,7 +49,9 @@ pub(crate) const WAITERS_OFFSET: usize = 3;
 /// Offset of a placeholder's lease token.
 pub(crate) const TOKEN_OFFSET: usize = 4;
 /// Length of a value's fixed header (before the dependencies).
-pub const HEADER_LEN: usize = 22;
+pub const HEADER_LEN: usize = 30;
+/// Offset of the fresh-until time (what a fail-safe throttle rewrites).
+pub(crate) const FRESH_UNTIL_OFFSET: usize = 20;
 /// State byte of a fresh value.
 pub const FRESH: u8 = 0;
 /// State byte of a value that was invalidated in place.
@@ -127,6 +131,9 @@ pub struct Envelope<'a> {
     pub written_at_ms: u64,
     /// The invalidation sequence the loader had seen when it claimed the key.
     pub claim_seq: u64,
+    /// Past this time (ms since the Unix epoch) the value is expired: kept
+    /// only to be served if its reload fails (fail-safe). 0: no limit.
+    pub fresh_until_ms: u64,
     deps: &'a [u8],
     deps_count: usize,
     /// The serialized value.
@@ -260,7 +267,7 @@ impl<'a> Envelope<'a> {
             _ => return Err(Unreadable::BadHeader),
         };
         let codec = Codec::from_byte(bytes[3]).ok_or(Unreadable::BadHeader)?;
-        let deps_count = u16_at(bytes, 20).ok_or(Unreadable::BadHeader)?;
+        let deps_count = u16_at(bytes, 28).ok_or(Unreadable::BadHeader)?;
         // Walk the dependency list once to find where the payload starts.
         let mut at = HEADER_LEN;
         for _ in 0..deps_count {
@@ -278,6 +285,7 @@ impl<'a> Envelope<'a> {
             codec,
             written_at_ms: u64_at(bytes, 4),
             claim_seq: u64_at(bytes, 12),
+            fresh_until_ms: u64_at(bytes, FRESH_UNTIL_OFFSET),
             deps: &bytes[HEADER_LEN..at],
             deps_count,
             payload: &bytes[at..],
@@ -317,9 +325,23 @@ pub struct Header<'a> {
     pub written_at_ms: u64,
     /// The invalidation sequence the loader had seen when it claimed the key.
     pub claim_seq: u64,
+    /// When the value expires but may still be served if its reload fails
+    /// (fail-safe); 0: no such limit.
+    pub fresh_until_ms: u64,
     /// Its tag and groups. Names longer than 65,535 bytes are not recorded
     /// (such a value is not stored: see [`seal`]).
     pub dependencies: &'a [Dependency<'a>],
+}
+
+/// The same value with another fresh-until time (a fail-safe throttle:
+/// the value served again for a while after its reload failed).
+pub(crate) fn with_fresh_until(bytes: &[u8], fresh_until_ms: u64) -> Vec<u8> {
+    let mut bytes = bytes.to_vec();
+    if bytes.len() >= HEADER_LEN {
+        bytes[FRESH_UNTIL_OFFSET..FRESH_UNTIL_OFFSET + 8]
+            .copy_from_slice(&fresh_until_ms.to_be_bytes());
+    }
+    bytes
 }
 
 /// Build a fresh value around an already serialized payload. `None` when a
@@ -331,6 +353,7 @@ pub fn seal(header: &Header<'_>, payload: &[u8]) -> Option<Vec<u8>> {
     bytes.extend_from_slice(&[MAGIC, VERSION, FRESH, header.codec.byte()]);
     bytes.extend_from_slice(&header.written_at_ms.to_be_bytes());
     bytes.extend_from_slice(&header.claim_seq.to_be_bytes());
+    bytes.extend_from_slice(&header.fresh_until_ms.to_be_bytes());
     let count = u16::try_from(header.dependencies.len()).ok()?;
     bytes.extend_from_slice(&count.to_be_bytes());
     for dependency in header.dependencies {
@@ -387,6 +410,7 @@ mod tests {
             codec: Codec::MessagePack,
             written_at_ms: 0x0102_0304_0506_0708,
             claim_seq: 9,
+            fresh_until_ms: 0,
             dependencies: deps,
         }
     }
@@ -405,6 +429,7 @@ mod tests {
             0xCE, 0x02, 0x00, 0x00, // magic, version, fresh, msgpack
             0x01, 0x02, 0x03, 0x04, 0x05, 0x06, 0x07, 0x08, // write time
             0, 0, 0, 0, 0, 0, 0, 9, // claim sequence
+            0, 0, 0, 0, 0, 0, 0, 0, // fresh until: no limit
             0, 2, // two dependencies
             b't', 0, 4, b'c', b'a', b't', b's', // tag "cats"
             b'g', 0, 6, b'u', b's', b'e', b'r', b':', b'1', // group "user:1"
@@ -533,7 +558,7 @@ mod tests {
     fn the_lua_prelude_names_this_module_s_constants() {
         let prelude = lua_prelude();
         assert!(prelude.starts_with("local HEAD = '\\206\\2'"), "{prelude}");
-        assert!(prelude.contains("local STATE_AT, WAITERS_AT, TOKEN_AT, HEADER_LEN = 3, 4, 5, 22"));
+        assert!(prelude.contains("local STATE_AT, WAITERS_AT, TOKEN_AT, HEADER_LEN = 3, 4, 5, 30"));
         assert!(prelude.contains("local FRESH, STALE, LOADING = 0, 1, 2"));
     }
 

@@ -80,6 +80,18 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// A durable invalidation was not acknowledged by enough replicas in
+    /// time (it was applied on the primary).
+    #[error("the invalidation reached {acknowledged} of {wanted} replicas within {timeout:?}")]
+    NotReplicated {
+        /// Replicas asked for.
+        wanted: u32,
+        /// Replicas that acknowledged.
+        acknowledged: u32,
+        /// How long it waited.
+        timeout: Duration,
+    },
+
     /// A key is empty or otherwise unusable.
     #[error("cache key `{key}` is not usable: {reason}")]
     InvalidKey {
@@ -131,42 +143,52 @@ pub enum LoadError<E> {
     Own(E),
     /// Another caller's loader failed while this caller waited for it.
     Shared(std::sync::Arc<E>),
+    /// The loader ran longer than the hard timeout and there was no expired
+    /// value to serve instead (see `Settings::hard_timeout`).
+    TimedOut(std::time::Duration),
 }
 
 impl<E> LoadError<E> {
-    /// The error, owned when possible and cloned from the shared one otherwise.
-    pub fn into_inner(self) -> E
+    /// The loader's error (this caller's own, or the one it waited for);
+    /// `None` for a timeout.
+    pub fn loader_error(&self) -> Option<&E> {
+        match self {
+            LoadError::Own(error) => Some(error),
+            LoadError::Shared(shared) => Some(shared),
+            LoadError::TimedOut(_) => None,
+        }
+    }
+
+    /// The loader's error, owned when possible and cloned from the shared
+    /// one otherwise; `None` for a timeout.
+    pub fn into_inner(self) -> Option<E>
     where
         E: Clone,
     {
         match self {
-            LoadError::Own(error) => error,
-            LoadError::Shared(shared) => std::sync::Arc::unwrap_or_clone(shared),
+            LoadError::Own(error) => Some(error),
+            LoadError::Shared(shared) => Some(std::sync::Arc::unwrap_or_clone(shared)),
+            LoadError::TimedOut(_) => None,
         }
     }
 }
 
-impl<E> std::ops::Deref for LoadError<E> {
-    type Target = E;
-    fn deref(&self) -> &E {
-        match self {
-            LoadError::Own(error) => error,
-            LoadError::Shared(shared) => shared,
-        }
-    }
-}
-
-/// Transparent: a `LoadError` displays as the loader's error and has its
-/// source, so an error chain (`anyhow`'s `{:#}`) prints each cause once.
+/// Transparent for the loader's errors: a `LoadError` displays as the
+/// loader's error and has its source, so an error chain (`anyhow`'s `{:#}`)
+/// prints each cause once.
 impl<E: std::fmt::Display> std::fmt::Display for LoadError<E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        std::fmt::Display::fmt(&**self, f)
+        match self {
+            LoadError::TimedOut(after) => write!(f, "the loader did not finish within {after:?}"),
+            LoadError::Own(error) => std::fmt::Display::fmt(error, f),
+            LoadError::Shared(error) => std::fmt::Display::fmt(&**error, f),
+        }
     }
 }
 
 impl<E: std::error::Error + 'static> std::error::Error for LoadError<E> {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        (**self).source()
+        self.loader_error()?.source()
     }
 }
 

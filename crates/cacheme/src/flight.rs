@@ -29,6 +29,9 @@ pub(crate) enum Outcome {
 #[derive(Default)]
 pub(crate) struct Flight {
     outcome: OnceLock<Outcome>,
+    /// An expired value the leader holds while it reloads: waiters may take
+    /// it after their soft timeout (fail-safe).
+    fallback: OnceLock<Arc<[u8]>>,
     done: Event,
     waiters: AtomicUsize,
 }
@@ -46,6 +49,11 @@ impl Flight {
             }
             listener.await;
         }
+    }
+
+    /// The expired value the leader offered, if any.
+    pub(crate) fn fallback(&self) -> Option<Arc<[u8]>> {
+        self.fallback.get().cloned()
     }
 
     /// Wait for the leader's outcome, at most `budget`.
@@ -144,6 +152,11 @@ impl Flights {
 }
 
 impl Leader<'_> {
+    /// Offer the waiters an expired value to serve if they stop waiting.
+    pub(crate) fn offer_fallback(&self, bytes: &[u8]) {
+        let _ = self.flight.fallback.set(Arc::from(bytes));
+    }
+
     /// Hand the outcome to the waiters, if there are any; `outcome` is only
     /// computed when someone waits.
     pub(crate) fn finish(mut self, outcome: impl FnOnce() -> Outcome) {

@@ -18,11 +18,15 @@
 //! sequence) before it returns. Invalidations return their errors: an
 //! invalidation that did not happen must not go unnoticed.
 
+use std::collections::BTreeSet;
+use std::sync::{Mutex, PoisonError};
+use std::time::Duration;
+
 use crate::Result;
 use crate::cache::{Cache, Inner, global};
 use crate::events::Invalidated;
 use crate::key::{self, StoreKeys};
-use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage};
+use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage, WaitReplicas};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -87,6 +91,8 @@ pub struct Invalidation {
     invalid_keys: Vec<String>,
     patterns: Vec<Pattern>,
     tags: Vec<String>,
+    /// Replicas that must acknowledge the invalidation, and how long to wait.
+    durable: Option<(u32, Duration)>,
 }
 
 /// Start an invalidation on the global cache.
@@ -134,6 +140,17 @@ macro_rules! execute {
             let seq = backend.$run_op(&op, &$report)$(.$await)??;
             applied(&$inner, &$plan.invalidated, seq);
         }
+        if let Some((replicas, timeout)) = $plan.durable {
+            let op = WaitReplicas { replicas, timeout };
+            let acknowledged = backend.$run_op(&op, &$report)$(.$await)??;
+            if acknowledged < replicas {
+                return Err(crate::Error::NotReplicated {
+                    wanted: replicas,
+                    acknowledged,
+                    timeout,
+                });
+            }
+        }
         for _ in 0..count {
             $inner.stats.invalidated();
         }
@@ -169,6 +186,21 @@ impl Invalidation {
         self
     }
 
+    /// Durable mode: before returning, wait (at most `timeout`) until
+    /// `replicas` replicas have the invalidation (Redis `WAIT`), so that a
+    /// failover right after it cannot lose it; fewer acknowledgements make
+    /// the call fail with [`Error::NotReplicated`](crate::Error::NotReplicated).
+    /// (On the memory store there are no replicas: a no-op.)
+    pub fn durable(mut self, replicas: u32, timeout: Duration) -> Self {
+        self.durable = Some((replicas, timeout));
+        self
+    }
+
+    /// How many targets it names.
+    fn len(&self) -> usize {
+        self.keys.len() + self.invalid_keys.len() + self.patterns.len() + self.tags.len()
+    }
+
     fn plan(self) -> (Cache, Plan) {
         let cache = self.cache.unwrap_or_else(global);
         let prefix = &cache.inner.prefix;
@@ -199,6 +231,7 @@ impl Invalidation {
             store_keys,
             patterns,
             invalidated,
+            durable: self.durable,
         };
         (cache, plan)
     }
@@ -207,22 +240,236 @@ impl Invalidation {
     /// deleted (tags and invalid keys are invalidated in O(1), without
     /// counting their values).
     #[doc(alias = "invalidate")]
+    ///
+    /// When the store cannot be reached (it is down, it timed out, the
+    /// circuit breaker is open), the error is returned **and** the
+    /// invalidation is queued (merged with others, bounded by
+    /// `Settings::invalidation_queue`) and retried in the background until
+    /// the store answers; [`Cache::flush_invalidations`] waits for the queue.
     pub async fn run(self) -> Result<u64> {
+        let retry = self.clone();
         let (cache, plan) = self.plan();
         let inner = &cache.inner;
-        let settings = inner.settings();
-        let report = inner.reporting(&settings);
-        execute!(inner, plan, report, settings, run, .await)
+        let result = async {
+            let settings = inner.settings();
+            let report = inner.reporting(&settings);
+            execute!(inner, plan, report, settings, run, .await)
+        }
+        .await;
+        after_run(&cache, retry, result)
     }
 
     /// [`run`](Self::run) for blocking code.
     #[doc(alias = "invalidate")]
     pub fn run_blocking(self) -> Result<u64> {
+        let retry = self.clone();
+        let (cache, plan) = self.plan();
+        let inner = &cache.inner;
+        let result = (|| {
+            let settings = inner.settings();
+            let report = inner.reporting(&settings);
+            execute!(inner, plan, report, settings, run_blocking)
+        })();
+        after_run(&cache, retry, result)
+    }
+}
+
+/// Queue an invalidation the store could not take.
+fn after_run(cache: &Cache, invalidation: Invalidation, result: Result<u64>) -> Result<u64> {
+    if let Err(error) = &result
+        && error.is_unavailable()
+    {
+        cache.inner.pending.push(&cache.inner, invalidation);
+    }
+    result
+}
+
+/// Invalidations that failed because the store could not be reached, merged
+/// into one (keys, groups, tags and patterns each once), retried by a
+/// background thread (or task) until the store answers.
+#[derive(Debug, Default)]
+pub(crate) struct Pending {
+    queued: Mutex<Option<Invalidation>>,
+    retrier: std::sync::OnceLock<()>,
+}
+
+impl Pending {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Invalidation>> {
+        self.queued.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// How many targets wait.
+    pub(crate) fn len(&self) -> usize {
+        self.lock().as_ref().map_or(0, Invalidation::len)
+    }
+
+    fn push(&self, inner: &std::sync::Arc<Inner>, invalidation: Invalidation) {
+        let limit = inner.settings().invalidation_queue;
+        if limit == 0 {
+            return;
+        }
+        let mut queued = self.lock();
+        let merged = merge(queued.take(), invalidation);
+        if merged.len() > limit {
+            // Full: keep what was queued; this one is lost (and said so).
+            inner.stats.invalidation_dropped();
+            tracing::warn!(
+                limit,
+                "cacheme: the queue of failed invalidations is full; an invalidation was dropped"
+            );
+            return;
+        }
+        *queued = Some(merged);
+        drop(queued);
+        inner.stats.invalidation_queued();
+        self.start(inner);
+    }
+
+    fn take(&self) -> Option<Invalidation> {
+        self.lock().take()
+    }
+
+    /// Put back what a retry could not run.
+    fn put_back(&self, invalidation: Invalidation) {
+        let mut queued = self.lock();
+        *queued = Some(merge(queued.take(), invalidation));
+    }
+
+    fn start(&self, inner: &std::sync::Arc<Inner>) {
+        self.retrier.get_or_init(|| {
+            let weak = std::sync::Arc::downgrade(inner);
+            let spawned = std::thread::Builder::new()
+                .name("cacheme-invalidation-retry".into())
+                .spawn(move || Pending::retry(&weak));
+            if let Err(error) = spawned {
+                tracing::warn!(%error, "cacheme: cannot start the invalidation retry thread");
+            }
+        });
+    }
+
+    /// The retry loop: every breaker cool-down, run what is queued.
+    fn retry(cache: &std::sync::Weak<Inner>) {
+        loop {
+            let Some(inner) = cache.upgrade() else { return };
+            let pause = inner
+                .settings()
+                .breaker_cooldown
+                .max(Duration::from_millis(50));
+            if inner.backend.can_block()
+                && let Some(queued) = inner.pending.take()
+            {
+                let cache = Cache {
+                    inner: inner.clone(),
+                };
+                match retry_one(&cache, queued) {
+                    Ok(()) => inner.stats.invalidation_retried(),
+                    Err(queued) => inner.pending.put_back(*queued),
+                }
+            }
+            drop(inner);
+            std::thread::sleep(pause);
+        }
+    }
+}
+
+/// Run a queued invalidation from blocking code; `Err` gives it back when
+/// the store still cannot be reached.
+fn retry_one(cache: &Cache, queued: Invalidation) -> std::result::Result<(), Box<Invalidation>> {
+    let retry = queued.clone();
+    let (cache, plan) = Invalidation {
+        cache: Some(cache.clone()),
+        ..queued
+    }
+    .plan();
+    let inner = &cache.inner;
+    let result: Result<u64> = (|| {
+        let settings = inner.settings();
+        let report = inner.reporting(&settings);
+        execute!(inner, plan, report, settings, run_blocking)
+    })();
+    match result {
+        Ok(_) => Ok(()),
+        Err(error) if error.is_unavailable() => Err(Box::new(retry)),
+        Err(error) => {
+            tracing::warn!(error = %crate::error::Chain(&error), "cacheme: a queued invalidation failed; dropped");
+            inner.stats.invalidation_dropped();
+            Ok(())
+        }
+    }
+}
+
+/// Two invalidations as one: each target once.
+fn merge(queued: Option<Invalidation>, more: Invalidation) -> Invalidation {
+    let Some(mut queued) = queued else {
+        return Invalidation {
+            cache: None,
+            ..more
+        };
+    };
+    fn union<T: Ord + Clone>(into: &mut Vec<T>, more: Vec<T>) {
+        let mut set: BTreeSet<T> = into.drain(..).collect();
+        set.extend(more);
+        into.extend(set);
+    }
+    union(&mut queued.keys, more.keys);
+    union(&mut queued.invalid_keys, more.invalid_keys);
+    union(&mut queued.tags, more.tags);
+    let mut globs: Vec<String> = queued.patterns.drain(..).map(|p| p.0).collect();
+    union(&mut globs, more.patterns.into_iter().map(|p| p.0).collect());
+    queued.patterns = globs.into_iter().map(Pattern).collect();
+    queued.durable = queued.durable.or(more.durable);
+    queued
+}
+
+impl Cache {
+    /// How many invalidation targets (keys, groups, tags, patterns) wait in
+    /// the queue of invalidations the store could not take.
+    pub fn pending_invalidations(&self) -> usize {
+        self.inner.pending.len()
+    }
+
+    /// Run the queued invalidations now, and wait for them. `Err` (and they
+    /// stay queued) while the store cannot be reached.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cacheme::Error> {
+    /// let cache = cacheme::Cache::builder().build()?;
+    /// cache.flush_invalidations().await?;
+    /// assert_eq!(cache.pending_invalidations(), 0);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn flush_invalidations(&self) -> Result<()> {
+        let Some(queued) = self.inner.pending.take() else {
+            return Ok(());
+        };
+        let retry = queued.clone();
+        let result = Invalidation {
+            cache: Some(self.clone()),
+            ..queued
+        }
+        .run_without_queue()
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(error) => {
+                if error.is_unavailable() {
+                    self.inner.pending.put_back(retry);
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+impl Invalidation {
+    async fn run_without_queue(self) -> Result<u64> {
         let (cache, plan) = self.plan();
         let inner = &cache.inner;
         let settings = inner.settings();
         let report = inner.reporting(&settings);
-        execute!(inner, plan, report, settings, run_blocking)
+        execute!(inner, plan, report, settings, run, .await)
     }
 }
 
@@ -234,6 +481,7 @@ struct Plan {
     patterns: Vec<(String, String)>,
     /// What the other processes are told.
     invalidated: Invalidated,
+    durable: Option<(u32, Duration)>,
 }
 
 /// The cache keys of the value and lease keys a scan found, matching the

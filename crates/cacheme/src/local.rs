@@ -443,6 +443,7 @@ mod tests {
                 codec: crate::Codec::MessagePack,
                 written_at_ms: 0,
                 claim_seq: 0,
+                fresh_until_ms: 0,
                 dependencies: &[],
             },
             &[],

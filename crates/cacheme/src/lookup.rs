@@ -82,6 +82,13 @@ pub struct Lookup<'a, V> {
     pub(crate) ttl: Option<Option<Duration>>,
     pub(crate) stale: Option<bool>,
     pub(crate) refresh_after: Option<Duration>,
+    pub(crate) fail_safe: Option<Duration>,
+    pub(crate) fail_safe_throttle: Option<Duration>,
+    pub(crate) soft_timeout: Option<Duration>,
+    pub(crate) hard_timeout: Option<Duration>,
+    /// A hard timeout may end the call with `LoadError::TimedOut` (else it
+    /// only serves an expired value, and the call waits without one).
+    pub(crate) timeout_errors: bool,
     pub(crate) groups: InvalidKeys,
     pub(crate) groups_of: Option<GroupsOf<'a, V>>,
     pub(crate) hit: Option<HitHook<'a, V>>,
@@ -112,6 +119,11 @@ impl Cache {
             ttl: None,
             stale: None,
             refresh_after: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
+            soft_timeout: None,
+            hard_timeout: None,
+            timeout_errors: true,
             groups: InvalidKeys::default(),
             groups_of: None,
             hit: None,
@@ -144,6 +156,34 @@ impl<V> Lookup<'_, V> {
     /// The age past which this call refreshes a value, likewise resolved.
     pub(crate) fn effective_refresh_after(&self) -> Option<Duration> {
         self.refresh_after.or(self.spec.refresh_after())
+    }
+
+    /// How long past its TTL a value is kept for the fail-safe (likewise).
+    pub(crate) fn effective_fail_safe(&self, settings: &crate::Settings) -> Option<Duration> {
+        self.fail_safe
+            .or(self.spec.fail_safe())
+            .or(settings.fail_safe_max)
+    }
+
+    /// The fail-safe throttle (likewise).
+    pub(crate) fn effective_fail_safe_throttle(&self, settings: &crate::Settings) -> Duration {
+        self.fail_safe_throttle
+            .or(self.spec.fail_safe_throttle())
+            .unwrap_or(settings.fail_safe_throttle)
+    }
+
+    /// The soft loader timeout (likewise).
+    pub(crate) fn effective_soft_timeout(&self, settings: &crate::Settings) -> Option<Duration> {
+        self.soft_timeout
+            .or(self.spec.soft_timeout())
+            .or(settings.soft_timeout)
+    }
+
+    /// The hard loader timeout (likewise).
+    pub(crate) fn effective_hard_timeout(&self, settings: &crate::Settings) -> Option<Duration> {
+        self.hard_timeout
+            .or(self.spec.hard_timeout())
+            .or(settings.hard_timeout)
     }
 }
 
@@ -178,6 +218,64 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// reload runs in the background and every caller is served at once.
     pub fn refresh_after(mut self, age: Duration) -> Self {
         self.refresh_after = Some(age);
+        self
+    }
+
+    /// Fail-safe: keep the value `max` past its TTL, and serve it when its
+    /// reload fails or times out (overriding the spec and the settings).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// let cache = cacheme::Cache::builder().build().expect("memory store");
+    /// let price = || {
+    ///     cache
+    ///         .lookup::<u32>("price:7")
+    ///         .ttl(Some(Duration::from_millis(1)))
+    ///         .fail_safe(Duration::from_secs(60))
+    /// };
+    /// price().load(|| async { Ok::<_, std::io::Error>(100) }).await.expect("loads");
+    /// tokio::time::sleep(Duration::from_millis(5)).await;
+    /// // Expired, and the source is down: the expired value is served.
+    /// let served = price()
+    ///     .load(|| async { Err::<u32, _>(std::io::Error::other("source down")) })
+    ///     .await
+    ///     .expect("served by the fail-safe");
+    /// assert_eq!(served, 100);
+    /// # }
+    /// ```
+    pub fn fail_safe(mut self, max: Duration) -> Self {
+        self.fail_safe = Some(max);
+        self
+    }
+
+    /// After a failed reload, serve the expired value for `throttle` before
+    /// the source is tried again (overriding the spec and the settings).
+    pub fn fail_safe_throttle(mut self, throttle: Duration) -> Self {
+        self.fail_safe_throttle = Some(throttle);
+        self
+    }
+
+    /// With an expired value in hand, wait at most `timeout` for another
+    /// caller's reload before being served the expired value.
+    pub fn soft_timeout(mut self, timeout: Duration) -> Self {
+        self.soft_timeout = Some(timeout);
+        self
+    }
+
+    /// Stop waiting for this call's own loader after `timeout` (async
+    /// calls): the expired value is served if there is one, else
+    /// [`LoadError::TimedOut`] is returned; the load is dropped.
+    pub fn hard_timeout(mut self, timeout: Duration) -> Self {
+        self.hard_timeout = Some(timeout);
+        self
+    }
+
+    /// Whether a hard timeout may end the call with an error (for callers
+    /// whose error type cannot carry one, like `#[cacheme]` fns).
+    pub(crate) fn timeout_errors(mut self, errors: bool) -> Self {
+        self.timeout_errors = errors;
         self
     }
 
@@ -307,6 +405,11 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             ttl: self.ttl,
             stale: self.stale,
             refresh_after: self.refresh_after,
+            fail_safe: self.fail_safe,
+            fail_safe_throttle: self.fail_safe_throttle,
+            soft_timeout: self.soft_timeout,
+            hard_timeout: self.hard_timeout,
+            timeout_errors: self.timeout_errors,
             groups: self.groups.clone(),
             groups_of: None,
             hit: None,

@@ -227,7 +227,7 @@ impl<T, E: Clone> ShareClonedErrors for ErrorSharing<Result<T, E>> {
     fn policy(&self) -> ErrorPolicy<E> {
         ErrorPolicy {
             share: true,
-            unshare: LoadError::into_inner,
+            unshare: shared_error,
         }
     }
 }
@@ -256,6 +256,14 @@ impl<T, E> KeepErrorsOwn for &ErrorSharing<Result<T, E>> {
     }
 }
 
+/// The error of a load that shares errors (its own, or a clone of the one
+/// it waited for).
+fn shared_error<E: Clone>(error: LoadError<E>) -> E {
+    error
+        .into_inner()
+        .expect("a #[cacheme] fn's lookup never returns a timeout (see load_unless_skipped)")
+}
+
 /// The error of a load that did not share errors: always this caller's own,
 /// since the runtime never hands another caller's error to a lookup made
 /// with `share_errors(false)` (it loads for itself instead).
@@ -264,6 +272,11 @@ fn own_error<E>(error: LoadError<E>) -> E {
         LoadError::Own(error) => error,
         LoadError::Shared(_) => {
             unreachable!("a lookup with share_errors(false) is never handed a shared error")
+        }
+        LoadError::TimedOut(_) => {
+            unreachable!(
+                "a #[cacheme] fn's lookup never returns a timeout (see load_unless_skipped)"
+            )
         }
     }
 }
@@ -329,6 +342,11 @@ pub fn into_value<T>(loaded: Result<T, LoadError<Infallible>>) -> T {
         Ok(value) => value,
         Err(LoadError::Own(never)) => match never {},
         Err(LoadError::Shared(never)) => match *never {},
+        Err(LoadError::TimedOut(_)) => {
+            unreachable!(
+                "a #[cacheme] fn's lookup never returns a timeout (see load_unless_skipped)"
+            )
+        }
     }
 }
 
@@ -360,7 +378,9 @@ where
     E: Send + Sync + 'static,
 {
     match lookup {
-        Some(lookup) => lookup.load(loader).await,
+        // The fn's error type cannot carry a timeout: past the hard timeout
+        // its call is served an expired value if there is one, else waits.
+        Some(lookup) => lookup.timeout_errors(false).load(loader).await,
         None => loader().await.map_err(LoadError::Own),
     }
 }
@@ -386,7 +406,7 @@ where
     E: Send + Sync + 'static,
 {
     match lookup {
-        Some(lookup) => lookup.load_blocking(loader),
+        Some(lookup) => lookup.timeout_errors(false).load_blocking(loader),
         None => loader().map_err(LoadError::Own),
     }
 }

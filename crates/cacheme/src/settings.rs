@@ -49,8 +49,28 @@ pub struct Settings {
     /// claimed before the oldest one a process knows is reloaded once rather
     /// than trusted.
     pub invalidation_log_len: u64,
+    /// Fail-safe: how long past its TTL a value is kept, to be served when
+    /// its reload fails or times out (`None`: off, the default). Node meta
+    /// and decorator arguments override it.
+    pub fail_safe_max: Option<Duration>,
+    /// After a failed reload, how long the expired value is served again
+    /// before anyone in the fleet retries the source (default 30 s).
+    pub fail_safe_throttle: Duration,
+    /// With an expired value in hand, how long a caller waits for another
+    /// caller's reload before it is served the expired value (`None`: it
+    /// waits its herd budget).
+    pub soft_timeout: Option<Duration>,
+    /// How long a loader may run before its caller stops waiting (async
+    /// calls): it is served the expired value when there is one, else gets
+    /// [`LoadError::TimedOut`](crate::LoadError::TimedOut); the load is
+    /// dropped and its lease released. `None` (the default): no limit.
+    pub hard_timeout: Option<Duration>,
     /// Values whose encoded size exceeds this are returned but not stored.
     pub max_value_size: usize,
+    /// How many targets (keys, groups, tags, patterns) of invalidations that
+    /// failed to reach the store are queued for retry (default 100,000; 0:
+    /// none are).
+    pub invalidation_queue: usize,
     /// After this many consecutive failures to reach Redis, the circuit
     /// breaker opens: calls stop waiting for Redis (they run their loaders at
     /// once) for [`breaker_cooldown`](Self::breaker_cooldown), then one probe
@@ -73,6 +93,11 @@ impl Default for Settings {
             max_load_time: Duration::from_secs(60),
             invalidation_log_len: 100_000,
             max_value_size: 8 * 1024 * 1024,
+            invalidation_queue: 100_000,
+            fail_safe_max: None,
+            fail_safe_throttle: Duration::from_secs(30),
+            soft_timeout: None,
+            hard_timeout: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
         }
@@ -251,6 +276,24 @@ impl CacheBuilder {
     /// Lifetime of a load lease (default 3 s; renewed while loading).
     pub fn lease_ttl(mut self, ttl: Duration) -> Self {
         self.settings.lease_ttl = ttl;
+        self
+    }
+
+    /// Fail-safe: keep values `max` past their TTL, and serve them when
+    /// their reload fails or times out; after a failure, serve the expired
+    /// value for `throttle` before the source is tried again (default off).
+    pub fn fail_safe(mut self, max: Duration, throttle: Duration) -> Self {
+        self.settings.fail_safe_max = Some(max);
+        self.settings.fail_safe_throttle = throttle;
+        self
+    }
+
+    /// Loader timeouts: past `soft`, callers waiting for a reload are served
+    /// the expired value (fail-safe); past `hard`, the loader's own caller
+    /// stops waiting (see [`Settings::hard_timeout`]).
+    pub fn loader_timeouts(mut self, soft: Option<Duration>, hard: Option<Duration>) -> Self {
+        self.settings.soft_timeout = soft;
+        self.settings.hard_timeout = hard;
         self
     }
 

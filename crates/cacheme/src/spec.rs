@@ -31,6 +31,10 @@ pub struct Spec {
     version: Option<&'static str>,
     refresh_after: Option<Duration>,
     local: Option<LocalSpec>,
+    fail_safe: Option<Duration>,
+    fail_safe_throttle: Option<Duration>,
+    soft_timeout: Option<Duration>,
+    hard_timeout: Option<Duration>,
 }
 
 /// The in-process tier of a node type or function: how long entries live
@@ -82,6 +86,10 @@ impl Spec {
             version: None,
             refresh_after: None,
             local: None,
+            fail_safe: None,
+            fail_safe_throttle: None,
+            soft_timeout: None,
+            hard_timeout: None,
         }
     }
 
@@ -136,6 +144,60 @@ impl Spec {
             local: Some(local),
             ..self
         }
+    }
+
+    /// Fail-safe: keep values `max` past their TTL, served when their reload
+    /// fails or times out.
+    pub const fn with_fail_safe(self, max: Duration) -> Self {
+        Spec {
+            fail_safe: Some(max),
+            ..self
+        }
+    }
+
+    /// After a failed reload, serve the expired value this long before the
+    /// source is tried again.
+    pub const fn with_fail_safe_throttle(self, throttle: Duration) -> Self {
+        Spec {
+            fail_safe_throttle: Some(throttle),
+            ..self
+        }
+    }
+
+    /// Callers waiting for a reload are served the expired value after this.
+    pub const fn with_soft_timeout(self, timeout: Duration) -> Self {
+        Spec {
+            soft_timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// The loader's caller stops waiting after this (async calls).
+    pub const fn with_hard_timeout(self, timeout: Duration) -> Self {
+        Spec {
+            hard_timeout: Some(timeout),
+            ..self
+        }
+    }
+
+    /// The fail-safe duration past the TTL, if it sets one.
+    pub const fn fail_safe(&self) -> Option<Duration> {
+        self.fail_safe
+    }
+
+    /// The fail-safe throttle, if it sets one.
+    pub const fn fail_safe_throttle(&self) -> Option<Duration> {
+        self.fail_safe_throttle
+    }
+
+    /// The soft loader timeout, if it sets one.
+    pub const fn soft_timeout(&self) -> Option<Duration> {
+        self.soft_timeout
+    }
+
+    /// The hard loader timeout, if it sets one.
+    pub const fn hard_timeout(&self) -> Option<Duration> {
+        self.hard_timeout
     }
 
     /// The node type's name, or the function's path.

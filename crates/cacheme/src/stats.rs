@@ -82,4 +82,15 @@ counters! {
     /// Invalidation events applied to the local tiers (from this process
     /// or from others).
     local_invalidation,
+    /// Expired values served because their reload failed, timed out, or
+    /// outlasted the caller's wait (fail-safe).
+    fail_safe_served,
+    /// Loads that outlasted the hard timeout.
+    load_timeout,
+    /// Invalidations queued because the store could not be reached.
+    invalidation_queued,
+    /// Queued invalidations that ran later.
+    invalidation_retried,
+    /// Invalidations lost: the queue was full, or a retry failed for good.
+    invalidation_dropped,
 }

@@ -48,6 +48,12 @@ const LOCAL_TTL: &str =
     r#"`local_ttl = 10` or `local_ttl = "500ms"` (seconds, or "1500ms", "30s", "5m", "2h", "1d")"#;
 const REFRESH_AFTER: &str = r#"`refresh_after = 60` or `refresh_after = "1m"` (seconds, or "1500ms", "30s", "5m", "2h", "1d"; shorter than `ttl`)"#;
 const LOCAL_CAPACITY: &str = "`local_capacity = 10000` (entries)";
+const FAIL_SAFE: &str = r#"`fail_safe = "1h"` (keep values this long past their TTL, served when their reload fails; seconds, or "1500ms", "30s", "5m", "2h", "1d")"#;
+const FAIL_SAFE_THROTTLE: &str = r#"`fail_safe_throttle = "30s"` (after a failed reload, serve the expired value this long before retrying the source)"#;
+const SOFT_TIMEOUT: &str =
+    r#"`soft_timeout = "50ms"` (callers waiting for a reload get the expired value after this)"#;
+const HARD_TIMEOUT: &str =
+    r#"`hard_timeout = "2s"` (the loader's own caller stops waiting after this)"#;
 const TAG: &str = r#"`tag = "cats"` (tags are registered at compile time)"#;
 const CRATE: Argument = arg(
     "crate",
@@ -95,6 +101,10 @@ pub(crate) const NODE: Attr = Attr {
         ),
         arg("local_ttl", LOCAL_TTL),
         arg("local_capacity", LOCAL_CAPACITY),
+        arg("fail_safe", FAIL_SAFE),
+        arg("fail_safe_throttle", FAIL_SAFE_THROTTLE),
+        arg("soft_timeout", SOFT_TIMEOUT),
+        arg("hard_timeout", HARD_TIMEOUT),
         CRATE,
     ],
 };
@@ -145,6 +155,10 @@ pub(crate) const CACHEME: Attr = Attr {
         ),
         arg("local_ttl", LOCAL_TTL),
         arg("local_capacity", LOCAL_CAPACITY),
+        arg("fail_safe", FAIL_SAFE),
+        arg("fail_safe_throttle", FAIL_SAFE_THROTTLE),
+        arg("soft_timeout", SOFT_TIMEOUT),
+        arg("hard_timeout", HARD_TIMEOUT),
         CRATE,
     ],
 };

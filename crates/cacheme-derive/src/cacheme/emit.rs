@@ -162,6 +162,10 @@ pub(super) fn function(plan: &Plan, function: ItemFn) -> TokenStream {
     if let Some(stale) = &plan.stale {
         calls.push(quote!(.stale(#stale)));
     }
+    for (name, duration) in &plan.fail_safe {
+        let builder = quote::format_ident!("{}", name);
+        calls.push(quote!(.#builder(#duration)));
+    }
     if let KeyPlan::Default(_) = plan.key {
         // An argument that does not serialize: the call skips the cache.
         steps.push(Step::Let(quote!(let #incomplete = !#key.is_complete();)));

@@ -23,6 +23,10 @@ pub(super) struct Args {
     pub(super) cache: Option<Code>,
     pub(super) local_ttl: Option<Code>,
     pub(super) local_capacity: Option<Code>,
+    pub(super) fail_safe: Option<Code>,
+    pub(super) fail_safe_throttle: Option<Code>,
+    pub(super) soft_timeout: Option<Code>,
+    pub(super) hard_timeout: Option<Code>,
     #[darling(rename = "crate")]
     pub(super) krate: Option<Code>,
 }

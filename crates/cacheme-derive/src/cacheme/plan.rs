@@ -36,6 +36,9 @@ pub(super) struct Plan {
     pub(super) stale: Option<Code>,
     pub(super) hit: Option<Code>,
     pub(super) miss: Option<Code>,
+    /// Fail-safe and loader timeouts, set on the lookup: (the lookup
+    /// builder's name, duration).
+    pub(super) fail_safe: Vec<(&'static str, Millis)>,
 }
 
 /// Where the key comes from.
@@ -106,6 +109,18 @@ impl Plan {
             .local_capacity
             .as_ref()
             .and_then(|code| errors.take(values::count(&CACHEME, "local_capacity", code)));
+        let fail_safe: Vec<(&'static str, Millis)> = [
+            ("fail_safe", &args.fail_safe),
+            ("fail_safe_throttle", &args.fail_safe_throttle),
+            ("soft_timeout", &args.soft_timeout),
+            ("hard_timeout", &args.hard_timeout),
+        ]
+        .into_iter()
+        .filter_map(|(name, code)| {
+            let code = code.as_ref()?;
+            Some((name, errors.take(values::duration(&CACHEME, name, code))?))
+        })
+        .collect();
         let sources = match &args.invalid_sources {
             Some(code) => errors
                 .take(values::paths(&CACHEME, "invalid_sources", code))
@@ -164,6 +179,7 @@ impl Plan {
             },
             hit: args.hit,
             miss: args.miss,
+            fail_safe,
         })
     }
 }

@@ -23,6 +23,10 @@ pub(super) fn node(input: &DeriveInput, node: &Node<'_>) -> TokenStream {
     let refresh_after = node
         .refresh_after
         .map(|age| quote!(.with_refresh_after(#age)));
+    let fail_safe = node.fail_safe.iter().map(|(name, duration)| {
+        let builder = quote::format_ident!("with_{}", name);
+        quote!(.#builder(#duration))
+    });
     // A local tier keeps values in memory and hands out copies: it needs Clone.
     let local = node.local.map(|(ttl, capacity)| {
         let ttl = match ttl {
@@ -90,7 +94,8 @@ pub(super) fn node(input: &DeriveInput, node: &Node<'_>) -> TokenStream {
                 #stale
                 #version
                 #refresh_after
-                #local;
+                #local
+                #(#fail_safe)*;
             #local_clone
 
             #key

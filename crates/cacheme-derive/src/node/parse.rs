@@ -26,6 +26,10 @@ struct NodeArgs {
     miss: Option<Code>,
     local_ttl: Option<Code>,
     local_capacity: Option<Code>,
+    fail_safe: Option<Code>,
+    fail_safe_throttle: Option<Code>,
+    soft_timeout: Option<Code>,
+    hard_timeout: Option<Code>,
     #[darling(rename = "crate")]
     krate: Option<Code>,
 }
@@ -55,6 +59,8 @@ pub(super) struct Node<'a> {
     pub(super) miss: Option<ExprPath>,
     /// A local tier: its ttl and capacity, each defaulted if absent.
     pub(super) local: Option<(Option<Millis>, Option<u64>)>,
+    /// Fail-safe and loader timeouts: (the spec builder's suffix, duration).
+    pub(super) fail_safe: Vec<(&'static str, Millis)>,
 }
 
 /// A `#[derive(InvalidNode)]`, checked.
@@ -112,6 +118,10 @@ pub(super) fn node<'a>(
         miss,
         local_ttl,
         local_capacity,
+        fail_safe,
+        fail_safe_throttle,
+        soft_timeout,
+        hard_timeout,
         krate,
     } = args;
 
@@ -163,6 +173,15 @@ pub(super) fn node<'a>(
         local_capacity.and_then(|code| errors.take(values::count(&NODE, "local_capacity", &code)));
     let local =
         (given("local_ttl") || given("local_capacity")).then_some((local_ttl, local_capacity));
+    let fail_safe: Vec<(&'static str, Millis)> = [
+        ("fail_safe", fail_safe),
+        ("fail_safe_throttle", fail_safe_throttle),
+        ("soft_timeout", soft_timeout),
+        ("hard_timeout", hard_timeout),
+    ]
+    .into_iter()
+    .filter_map(|(name, code)| Some((name, duration(name, code, errors)?.0)))
+    .collect();
     let krate = values::runtime_path(&NODE, krate.as_ref(), errors);
     Some(Node {
         krate,
@@ -178,6 +197,7 @@ pub(super) fn node<'a>(
         hit,
         miss,
         local,
+        fail_safe,
     })
 }
 

@@ -35,6 +35,7 @@ use crate::local::Tier;
 use crate::lookup::{CacheValue, Lookup};
 use crate::protocol::{Found, ReadFlow, Step};
 use crate::settings::Settings;
+use crate::storage::now_ms;
 
 /// How a call ended.
 pub(crate) struct Led<V, E, F> {
@@ -177,7 +178,6 @@ macro_rules! join_or_lead {
             $($bound)+
         {
             let keys = inner.store_keys(&lookup.key);
-            let budget = herd_budget(&inner.settings());
             let mut loader = Some(loader);
             loop {
                 match inner.flights.join(keys.value()) {
@@ -191,6 +191,27 @@ macro_rules! join_or_lead {
                     }
                     Join::Waiter(flight) => {
                         inner.stats.coalesced();
+                        // With a soft timeout, a waiter whose leader holds an
+                        // expired value takes it past that time (fail-safe).
+                        let (mut budget, soft_timeout) = {
+                            let settings = inner.settings();
+                            (herd_budget(&settings), lookup.effective_soft_timeout(&settings))
+                        };
+                        if let Some(soft) = soft_timeout.filter(|soft| *soft < budget) {
+                            match wait_flight!(flight.$wait_flight(soft) $(, $await)?) {
+                                Some(outcome) => match waited(lookup, inner, outcome) {
+                                    Waited::Value(value, bytes) => return Led::value(value, bytes),
+                                    Waited::Error(error) => return Led::plain(Err(error)),
+                                    Waited::Retry => continue,
+                                },
+                                None => {
+                                    if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                        return led;
+                                    }
+                                    budget -= soft;
+                                }
+                            }
+                        }
                         // (Boxed in the async driver: waiting is the rare path.)
                         match wait_flight!(flight.$wait_flight(budget) $(, $await)?) {
                             Some(outcome) => match waited(lookup, inner, outcome) {
@@ -201,6 +222,9 @@ macro_rules! join_or_lead {
                                 Waited::Retry => continue,
                             },
                             None => {
+                                if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                    return led;
+                                }
                                 // The leader's load outlasts the herd budget:
                                 // load alone, without storing.
                                 inner.stats.wait_exhausted();
@@ -243,6 +267,23 @@ pub(crate) fn sync_blocking(inner: &Inner) {
     if !inner.stamps.is_synced() {
         let _ = crate::subscriber::catch_up(inner);
     }
+}
+
+/// The expired value a flight's leader offered, served to a waiter that
+/// stops waiting (fail-safe), if it decodes.
+fn serve_fallback<V: CacheValue, E, F>(
+    lookup: &Lookup<'_, V>,
+    inner: &Inner,
+    flight: &crate::flight::Flight,
+) -> Option<Led<V, E, F>> {
+    let bytes = flight.fallback()?;
+    let value = Envelope::parse(&bytes).ok()?.decode::<V>().ok()?;
+    inner.stats.hit();
+    inner.stats.fail_safe_served();
+    if let Some(hit) = lookup.hit {
+        hit(&lookup.key, &value);
+    }
+    Some(Led::value(value, None))
 }
 
 /// How long a caller waits for other callers' loads, at most.
@@ -360,7 +401,9 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
 ) -> Waited<V, E> {
     match outcome {
         Outcome::Value(bytes) => {
-            let stale = match judge_bytes(inner, &lookup.key, Some(&bytes)) {
+            // (An expired value is what the leader served by the fail-safe:
+            // taken too.)
+            let stale = match judge_bytes(inner, &lookup.key, Some(&bytes), now_ms()) {
                 Found::Value { stale, .. } => stale,
                 _ => return Waited::Retry,
             };
@@ -486,8 +529,14 @@ pub(crate) fn servable<V: CacheValue>(
 ) -> Option<(V, bool)> {
     let inner = &lookup.cache.inner;
     let stats = &inner.stats;
-    let stale = match judge_bytes(inner, &lookup.key, bytes) {
-        Found::Value { stale, .. } if !stale || lookup.stale_ok(settings) => stale,
+    // An expired value is a miss for `get`: it is kept only to be served
+    // when a reload fails.
+    let stale = match judge_bytes(inner, &lookup.key, bytes, now_ms()) {
+        Found::Value {
+            stale,
+            expired: false,
+            ..
+        } if !stale || lookup.stale_ok(settings) => stale,
         _ => {
             stats.miss();
             return None;

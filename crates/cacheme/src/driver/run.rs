@@ -46,6 +46,8 @@ pub(crate) struct Run<'r, 'a, V, E> {
     waited: bool,
     /// Reads are plain GETs (see [`Run::reads_only`]).
     reads_only: bool,
+    /// The loader outlasted the hard timeout.
+    timed_out: bool,
     error: Option<Box<E>>,
     leader: Option<Leader<'r>>,
 }
@@ -61,7 +63,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         let settings = inner.settings();
         let ttl_ms = lookup
             .effective_ttl(&settings)
-            .map(|ttl| u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX).max(1));
+            .map(|ttl| millis(ttl).max(1));
         Run {
             lookup,
             inner,
@@ -79,6 +81,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             ttl_ms,
             waited: false,
             reads_only: false,
+            timed_out: false,
             error: None,
             leader,
         }
@@ -100,7 +103,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     /// What the key held, judged for this caller.
     fn found(&self) -> Found {
-        judge_bytes(self.inner, &self.lookup.key, self.read.as_deref())
+        judge_bytes(self.inner, &self.lookup.key, self.read.as_deref(), now_ms())
     }
 
     pub(super) fn read_op(&self) -> ReadClaim<'_> {
@@ -226,6 +229,13 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     pub(super) fn begin_load(&self) {
+        if self.flow.has_fail_safe()
+            && let (Some(leader), Some(read)) = (&self.leader, &self.read)
+        {
+            // Callers waiting in this process may take the expired value
+            // after their soft timeout, while this load runs.
+            leader.offer_fallback(read);
+        }
         let stats = &self.inner.stats;
         stats.miss();
         stats.load();
@@ -235,6 +245,24 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         if let Some(miss) = self.lookup.miss {
             miss(&self.lookup.key);
         }
+    }
+
+    /// How long this call waits for its own loader, if a hard timeout
+    /// applies: when it may end in an error, or serve an expired value.
+    pub(super) fn hard_timeout(&self) -> Option<std::time::Duration> {
+        if self.lookup.timeout_errors || self.flow.has_fail_safe() {
+            self.lookup.effective_hard_timeout(&self.settings)
+        } else {
+            None
+        }
+    }
+
+    /// The loader outlasted the hard timeout (its future was dropped).
+    pub(super) fn after_timeout(&mut self, after: std::time::Duration) -> Step {
+        let _ = after;
+        self.inner.stats.load_timeout();
+        self.timed_out = true;
+        self.flow.on_loaded(false, false)
     }
 
     pub(super) fn after_load(&mut self, result: std::result::Result<V, E>) -> Step {
@@ -273,10 +301,15 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 return false;
             }
         };
+        let now = now_ms();
         let header = Header {
             codec,
-            written_at_ms: now_ms(),
+            written_at_ms: now,
             claim_seq: self.claim_seq,
+            fresh_until_ms: match (self.fail_safe_ms(), self.ttl_ms) {
+                (Some(_), Some(ttl)) => now.saturating_add(ttl),
+                _ => 0,
+            },
             dependencies: &dependencies,
         };
         let Some(sealed) = envelope::seal(&header, &payload) else {
@@ -312,8 +345,46 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             lease: self.flow.lease()?,
             token: self.token(),
             envelope: self.sealed.as_deref()?,
-            ttl_ms: self.ttl_ms,
+            ttl_ms: self.stored_ttl_ms(),
         })
+    }
+
+    /// How long past its TTL a stored value is kept (fail-safe), if at all.
+    fn fail_safe_ms(&self) -> Option<u64> {
+        self.lookup.effective_fail_safe(&self.settings).map(millis)
+    }
+
+    /// How long a stored value lives in the store: its TTL, plus the
+    /// fail-safe's extra time when there is one.
+    fn stored_ttl_ms(&self) -> Option<u64> {
+        self.ttl_ms
+            .map(|ttl| ttl.saturating_add(self.fail_safe_ms().unwrap_or(0)))
+    }
+
+    /// The throttle's write-back: the expired value read, fresh for
+    /// `fail_safe_throttle`, kept for the fail-safe's time after that.
+    pub(super) fn throttle_op(&mut self) -> Option<Fill<'_>> {
+        let throttle = self.lookup.effective_fail_safe_throttle(&self.settings);
+        let throttle_ms = u64::try_from(throttle.as_millis()).unwrap_or(u64::MAX);
+        let fresh_until = now_ms().saturating_add(throttle_ms);
+        self.sealed = Some(envelope::with_fresh_until(
+            self.read.as_deref()?,
+            fresh_until,
+        ));
+        Some(Fill {
+            keys: &self.keys,
+            lease: self.flow.lease()?,
+            token: self.token(),
+            envelope: self.sealed.as_deref()?,
+            ttl_ms: Some(throttle_ms.saturating_add(self.fail_safe_ms().unwrap_or(0))),
+        })
+    }
+
+    pub(super) fn after_throttle(&mut self) -> Step {
+        if let Some(held) = self.held.take() {
+            held.done();
+        }
+        self.flow.on_throttled()
     }
 
     pub(super) fn after_fill(&mut self, reply: Result<bool>) -> Step {
@@ -364,6 +435,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 if serve.stale {
                     stats.stale_hit();
                 }
+                if serve.fail_safe {
+                    stats.fail_safe_served();
+                }
                 if let (Some(leader), Some(read)) = (self.leader.take(), &self.read) {
                     leader.finish(|| Outcome::Value(Arc::from(read.as_slice())));
                 }
@@ -405,6 +479,13 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     pub(super) fn finish_error(&mut self) -> LoadError<E> {
+        if self.timed_out {
+            if let Some(leader) = self.leader.take() {
+                leader.finish(|| Outcome::Retry);
+            }
+            let after = self.hard_timeout().unwrap_or_default();
+            return LoadError::TimedOut(after);
+        }
         let error = *self
             .error
             .take()
@@ -431,6 +512,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 }
 
+/// A duration in whole milliseconds, saturating.
+fn millis(duration: std::time::Duration) -> u64 {
+    u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
+}
+
 /// A value's dependencies: its tag, then its groups.
 pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dependency<'d>> {
     let mut dependencies = Vec::with_capacity(1 + groups.len());
@@ -441,8 +527,8 @@ pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dep
 
 /// What stored bytes are to a reader of this cache: judged by their state
 /// byte and by the invalidation sequence. Reports what is not ours.
-pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>) -> Found {
-    match crate::protocol::judge(&inner.stamps, read) {
+pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>, now_ms: u64) -> Found {
+    match crate::protocol::judge(&inner.stamps, read, now_ms) {
         Ok(found) => found,
         Err(reason) => {
             inner.stats.unreadable();

@@ -16,7 +16,7 @@ macro_rules! steps {
     (
         $(#[$meta:meta])*
         fn $name:ident<$($generic:ident),*>($loader:ident: $loader_ty:ty) where { $($bound:tt)+ };
-        run_op = $run_op:ident, wait = $wait:ident, load = |$load_fn:ident| $load:expr;
+        run_op = $run_op:ident, wait = $wait:ident, load = |$run_id:ident, $load_fn:ident| $load:expr;
         $($async:ident)? $(.$await:tt)?
     ) => {
         $(#[$meta])*
@@ -69,8 +69,8 @@ macro_rules! steps {
                     Step::Load => {
                         run.begin_load();
                         let $load_fn = $loader.take().expect("a flow loads at most once");
-                        let result = $load;
-                        run.after_load(result)
+                        let $run_id = &mut *run;
+                        $load
                     }
                     Step::Fill => {
                         let reply = match run.fill_op() {
@@ -78,6 +78,12 @@ macro_rules! steps {
                             None => Ok(false),
                         };
                         run.after_fill(reply)
+                    }
+                    Step::Throttle => {
+                        if let Some(throttle) = run.throttle_op() {
+                            let _ = backend.$run_op(&throttle, &report)$(.$await)?;
+                        }
+                        run.after_throttle()
                     }
                     Step::Release => {
                         if let Some(release) = run.release_op() {
@@ -100,13 +106,27 @@ steps! {
     fn steps_async<F, Fut>(loader: F) where { F: FnOnce() -> Fut, Fut: Future<Output = Result<V, E>> };
     run_op = run, wait = wait,
     // Boxed: the loader's future (any size) would otherwise be inline in the
-    // protocol's future, which every remote hit allocates.
-    load = |load| Box::pin(load()).await;
+    // protocol's future, which every remote hit allocates. Bounded by the
+    // hard timeout when one applies (the future is then dropped).
+    load = |run, load| match run.hard_timeout() {
+        Some(hard) => match Box::pin(tokio::time::timeout(hard, load())).await {
+            Ok(result) => run.after_load(result),
+            Err(_) => run.after_timeout(hard),
+        },
+        None => {
+            let result = Box::pin(load()).await;
+            run.after_load(result)
+        }
+    };
     async .await
 }
 
 steps! {
     /// The blocking loop: the same, without `.await`.
     fn steps_blocking<F>(loader: F) where { F: FnOnce() -> Result<V, E> };
-    run_op = run_blocking, wait = wait_blocking, load = |load| load();
+    // (A blocking loader cannot be interrupted: no hard timeout here.)
+    run_op = run_blocking, wait = wait_blocking, load = |run, load| {
+        let result = load();
+        run.after_load(result)
+    };
 }

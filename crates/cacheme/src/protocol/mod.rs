@@ -50,6 +50,9 @@ pub(crate) struct Policy {
     /// The driver can run a refresh in the background (the loader owns its
     /// data); otherwise the caller that wins the lease refreshes inline.
     pub(crate) background_refresh: bool,
+    /// With an expired value in hand (fail-safe), how long a caller waits for
+    /// another caller's reload before it is served the expired value.
+    pub(crate) soft_timeout: Option<Duration>,
 }
 
 impl Policy {
@@ -80,6 +83,9 @@ pub(crate) enum Found {
     Value {
         /// Invalidated (in place, or by a group) after it was claimed.
         stale: bool,
+        /// Past its freshness: kept only to be served if its reload fails
+        /// (fail-safe). Everyone reloads it.
+        expired: bool,
         /// When it was written (ms since the Unix epoch).
         written_at_ms: u64,
     },
@@ -88,7 +94,11 @@ pub(crate) enum Found {
 /// What the bytes of a value key are to a reader that knows `stamps`:
 /// the state byte (key invalidation) and the invalidation sequence (tags
 /// and groups) decide. `Err` for bytes that are not one of our values.
-pub(crate) fn judge(stamps: &Stamps, read: Option<&[u8]>) -> Result<Found, Unreadable> {
+pub(crate) fn judge(
+    stamps: &Stamps,
+    read: Option<&[u8]>,
+    now_ms: u64,
+) -> Result<Found, Unreadable> {
     let Some(bytes) = read else {
         return Ok(Found::Missing);
     };
@@ -99,6 +109,7 @@ pub(crate) fn judge(stamps: &Stamps, read: Option<&[u8]>) -> Result<Found, Unrea
                 Verdict::Deleted | Verdict::Unknown => Found::Unusable,
                 verdict => Found::Value {
                     stale: verdict == Verdict::Stale || envelope.state == State::Stale,
+                    expired: envelope.fresh_until_ms != 0 && now_ms >= envelope.fresh_until_ms,
                     written_at_ms: envelope.written_at_ms,
                 },
             }
@@ -158,6 +169,11 @@ pub(crate) enum Step {
     Fill,
     /// Give the lease back (the loader failed, or the value cannot be stored).
     Release,
+    /// The reload of an expired value failed (or timed out): write the
+    /// expired value back, fresh for `fail_safe_throttle`, under the lease,
+    /// so that nobody in the fleet retries the source before then; then
+    /// continue with [`ReadFlow::on_throttled`].
+    Throttle,
     /// Return the value that was read (decode it; if it does not decode,
     /// call [`ReadFlow::on_undecodable`]).
     Serve(Serve),
@@ -181,6 +197,9 @@ pub(crate) struct Serve {
     pub(crate) stale: bool,
     /// Start a background refresh after serving.
     pub(crate) refresh: bool,
+    /// An expired value, served because its reload failed, timed out, or
+    /// outlasted this caller's wait (fail-safe).
+    pub(crate) fail_safe: bool,
 }
 
 impl Serve {
@@ -188,6 +207,24 @@ impl Serve {
     pub(crate) const FRESH: Serve = Serve {
         stale: false,
         refresh: false,
+        fail_safe: false,
+    };
+
+    /// A stale value for a stale-on reader.
+    #[cfg(test)]
+    pub(crate) const fn stale(refresh: bool) -> Serve {
+        Serve {
+            stale: true,
+            refresh,
+            fail_safe: false,
+        }
+    }
+
+    /// An expired value, served by the fail-safe.
+    pub(crate) const FAIL_SAFE: Serve = Serve {
+        stale: false,
+        refresh: false,
+        fail_safe: true,
     };
 }
 
@@ -224,6 +261,11 @@ pub(crate) struct ReadFlow {
     lease: Option<Lease>,
     /// A value already read that may be served if the refresh is not ours.
     fallback: Option<Serve>,
+    /// An expired value already read, served if its reload fails, times
+    /// out, or outlasts the wait (fail-safe).
+    fail_safe: bool,
+    /// With `fail_safe`: when the soft timeout ends (ms since the epoch).
+    soft_deadline_ms: Option<u64>,
 }
 
 impl ReadFlow {
@@ -237,6 +279,8 @@ impl ReadFlow {
             changes_left: CHANGES,
             lease: None,
             fallback: None,
+            fail_safe: false,
+            soft_deadline_ms: None,
         }
     }
 
@@ -254,6 +298,12 @@ impl ReadFlow {
             Mode::Read => Step::Read,
             Mode::Refresh => Step::Claim { wait: false },
         }
+    }
+
+    /// Whether an expired value is in hand, to be served if the reload
+    /// fails (fail-safe).
+    pub(crate) fn has_fail_safe(&self) -> bool {
+        self.fail_safe
     }
 
     /// The lease this caller holds, between taking it and `Fill`/`Release`.
@@ -276,7 +326,27 @@ impl ReadFlow {
         match found {
             Found::Value {
                 stale: false,
+                expired: true,
+                ..
+            } => {
+                // Expired: everyone reloads it, but it stays in hand to be
+                // served if the reload fails (fail-safe).
+                self.fallback = None;
+                if self.mode == Mode::Read && !self.fail_safe {
+                    self.fail_safe = true;
+                    self.soft_deadline_ms = self
+                        .policy
+                        .soft_timeout
+                        .map(|soft| now_ms.saturating_add(soft.as_millis() as u64));
+                }
+                Step::Claim {
+                    wait: self.mode == Mode::Read,
+                }
+            }
+            Found::Value {
+                stale: false,
                 written_at_ms,
+                ..
             } if self.policy.young(written_at_ms, now_ms) => {
                 if self.mode == Mode::Refresh {
                     // Someone refreshed it meanwhile.
@@ -292,8 +362,12 @@ impl ReadFlow {
             }
             // Empty (an expired placeholder, a deleted value): read again,
             // which claims it.
-            Found::Missing => Step::Read,
+            Found::Missing => {
+                self.fail_safe = false;
+                Step::Read
+            }
             Found::Loading => {
+                self.fail_safe = false;
                 if self.mode == Mode::Refresh {
                     return self.finish(Step::Done);
                 }
@@ -303,6 +377,7 @@ impl ReadFlow {
             // under the lease key before serving.
             Found::Value { .. } | Found::Unusable => {
                 self.fallback = None;
+                self.fail_safe = false;
                 Step::Claim {
                     wait: self.mode == Mode::Read,
                 }
@@ -315,11 +390,13 @@ impl ReadFlow {
             self.finish(Step::Serve(Serve {
                 stale,
                 refresh: true,
+                fail_safe: false,
             }))
         } else {
             self.fallback = Some(Serve {
                 stale,
                 refresh: false,
+                fail_safe: false,
             });
             Step::Share
         }
@@ -365,7 +442,19 @@ impl ReadFlow {
                     // Someone else refreshes; serve what we read.
                     return self.finish(Step::Serve(serve));
                 }
-                self.wait_or_load_alone(Step::Wait(self.policy.interval))
+                if self.fail_safe && self.soft_deadline_ms.is_some_and(|at| now_ms >= at) {
+                    // Someone else reloads an expired value, and takes longer
+                    // than this caller's soft timeout: serve what we have.
+                    return self.finish(Step::Serve(Serve::FAIL_SAFE));
+                }
+                let interval = match (self.fail_safe, self.soft_deadline_ms) {
+                    (true, Some(at)) => self.policy.interval.min(
+                        Duration::from_millis(at.saturating_sub(now_ms))
+                            .max(Duration::from_millis(1)),
+                    ),
+                    _ => self.policy.interval,
+                };
+                self.wait_or_load_alone(Step::Wait(interval))
             }
         }
     }
@@ -383,6 +472,9 @@ impl ReadFlow {
         if self.waits_left > 0 {
             self.waits_left -= 1;
             step
+        } else if self.fail_safe {
+            // Budget spent with an expired value in hand: serve it.
+            self.finish(Step::Serve(Serve::FAIL_SAFE))
         } else {
             // Budget spent: load for ourselves, as the seed does, without
             // storing (we hold no lease).
@@ -421,9 +513,16 @@ impl ReadFlow {
                 self.fallback = None;
                 Step::Release
             }
+            (false, true) if self.fail_safe => {
+                self.phase = Phase::Releasing;
+                Step::Throttle
+            }
             (false, true) => {
                 self.phase = Phase::Releasing;
                 Step::Release
+            }
+            (false, false) if self.fail_safe && self.mode == Mode::Read => {
+                self.finish(Step::Serve(Serve::FAIL_SAFE))
             }
             (true, false) => self.finish(match self.mode {
                 Mode::Read => Step::ServeLoaded { shareable: true },
@@ -441,6 +540,16 @@ impl ReadFlow {
         self.lease = None;
         self.finish(match self.mode {
             Mode::Read => Step::ServeLoaded { shareable: stored },
+            Mode::Refresh => Step::Done,
+        })
+    }
+
+    /// A `Throttle` finished (whether or not the write-back landed): serve
+    /// the expired value.
+    pub(crate) fn on_throttled(&mut self) -> Step {
+        self.lease = None;
+        self.finish(match self.mode {
+            Mode::Read => Step::Serve(Serve::FAIL_SAFE),
             Mode::Refresh => Step::Done,
         })
     }
@@ -474,6 +583,9 @@ impl ReadFlow {
                 if let Some(serve) = self.fallback {
                     return self.finish(Step::Serve(serve));
                 }
+                if self.fail_safe {
+                    return self.finish(Step::Serve(Serve::FAIL_SAFE));
+                }
                 self.lease = None;
                 self.phase = Phase::Loading;
                 Step::Load
@@ -482,6 +594,7 @@ impl ReadFlow {
             // shared (the server may have refused it). The lease expires by
             // itself.
             Phase::Filling => self.on_filled(false),
+            Phase::Releasing if self.fail_safe => self.on_throttled(),
             Phase::Releasing => {
                 self.lease = None;
                 self.finish(match self.mode {
@@ -512,12 +625,14 @@ mod tests {
             retries: 2,
             interval: INTERVAL,
             background_refresh: false,
+            soft_timeout: None,
         }
     }
 
     fn fresh(at: u64) -> Found {
         Found::Value {
             stale: false,
+            expired: false,
             written_at_ms: at,
         }
     }
@@ -525,6 +640,7 @@ mod tests {
     fn stale() -> Found {
         Found::Value {
             stale: true,
+            expired: false,
             written_at_ms: 1,
         }
     }
@@ -631,10 +747,7 @@ mod tests {
         // Someone else refreshes: serve the stale value now.
         assert_eq!(
             flow.on_claim(Claim::Busy, stale(), 0),
-            Step::Serve(Serve {
-                stale: true,
-                refresh: false
-            })
+            Step::Serve(Serve::stale(false))
         );
         // Or we win the lease and refresh.
         let mut flow = ReadFlow::read(policy());
@@ -651,10 +764,7 @@ mod tests {
         });
         assert_eq!(
             flow.on_read(stale(), false, 0),
-            Step::Serve(Serve {
-                stale: true,
-                refresh: true
-            })
+            Step::Serve(Serve::stale(true))
         );
         let mut refresh = ReadFlow::refresh(policy());
         assert_eq!(refresh.start(), Step::Claim { wait: false });
@@ -717,6 +827,61 @@ mod tests {
         assert_eq!(flow.on_claim(Claim::Busy, Found::Unusable, 6), WAIT);
     }
 
+    fn expired() -> Found {
+        Found::Value {
+            stale: false,
+            expired: true,
+            written_at_ms: 1,
+        }
+    }
+
+    const FAIL_SAFE: Step = Step::Serve(Serve::FAIL_SAFE);
+
+    #[test]
+    fn an_expired_value_is_reloaded_and_served_if_the_reload_fails() {
+        let mut flow = ReadFlow::read(policy());
+        assert_eq!(flow.on_read(expired(), false, 0), CLAIM_WAITING);
+        assert_eq!(flow.on_claim(Claim::Acquired, expired(), 0), Step::Load);
+        // The reload works: the new value is stored and served.
+        assert_eq!(flow.on_loaded(true, true), Step::Fill);
+        // Or it fails: the expired value is written back, throttled, and served.
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(expired(), false, 0);
+        flow.on_claim(Claim::Acquired, expired(), 0);
+        assert_eq!(flow.on_loaded(false, false), Step::Throttle);
+        assert_eq!(flow.on_throttled(), FAIL_SAFE);
+        // A store error on the way: served too.
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(expired(), false, 0);
+        assert_eq!(flow.on_store_error(), FAIL_SAFE);
+    }
+
+    #[test]
+    fn waiters_with_an_expired_value_are_served_it_at_the_soft_timeout() {
+        let mut flow = ReadFlow::read(Policy {
+            soft_timeout: Some(Duration::from_millis(5)),
+            ..policy()
+        });
+        assert_eq!(flow.on_read(expired(), false, 100), CLAIM_WAITING);
+        // Someone else reloads: wait, at most the rest of the soft timeout.
+        assert_eq!(
+            flow.on_claim(Claim::Busy, expired(), 101),
+            Step::Wait(Duration::from_millis(4))
+        );
+        assert_eq!(flow.on_wait_done(), Step::Read);
+        assert_eq!(flow.on_read(expired(), false, 105), CLAIM_WAITING);
+        assert_eq!(flow.on_claim(Claim::Busy, expired(), 105), FAIL_SAFE);
+        // Without a soft timeout: the expired value when the budget is spent.
+        let mut flow = ReadFlow::read(policy());
+        flow.on_read(expired(), false, 0);
+        for _ in 0..2 {
+            assert_eq!(flow.on_claim(Claim::Busy, expired(), 0), WAIT);
+            flow.on_wait_done();
+            flow.on_read(expired(), false, 0);
+        }
+        assert_eq!(flow.on_claim(Claim::Busy, expired(), 0), FAIL_SAFE);
+    }
+
     #[test]
     fn store_errors_fail_open() {
         let mut flow = ReadFlow::read(policy());
@@ -730,12 +895,6 @@ mod tests {
         let mut flow = ReadFlow::read(policy());
         flow.on_read(stale(), false, 0);
         flow.on_shared();
-        assert_eq!(
-            flow.on_store_error(),
-            Step::Serve(Serve {
-                stale: true,
-                refresh: false
-            })
-        );
+        assert_eq!(flow.on_store_error(), Step::Serve(Serve::stale(false)));
     }
 }

@@ -22,6 +22,10 @@
 //! 4. **Every waiter ends within its budget**: no reader waits more than the
 //!    retry count, and every reader finishes within a bounded number of its
 //!    own steps once loads are allowed to finish.
+//! 5. **The fail-safe serves only what it may**: values expire (they are
+//!    kept, fresh for a while, then served only if their reload fails, with
+//!    a throttled write-back under the lease); an expired value served by
+//!    the fail-safe was never reached by an invalidation its reader knew of.
 //!
 //! The mutant test runs the same check with the invalidation sequence
 //! ignored (`stamps::mutant`): it must find a violation.
@@ -50,6 +54,10 @@ const RETRIES: u32 = 3;
 /// The log keeps this many entries: losing more events than that loses them.
 const LOG_LEN: u64 = 3;
 const PROCESSES: usize = 2;
+/// Values are fresh this long, then expired (fail-safe).
+const FRESH_MS: u64 = 150;
+/// After a failed reload, the expired value is fresh again this long.
+const THROTTLE_MS: u64 = 50;
 /// Steps a reader may take once loads finish promptly.
 const MAX_STEPS: u32 = 16 + 4 * RETRIES;
 
@@ -165,6 +173,7 @@ fn policy(stale: bool) -> Policy {
         retries: RETRIES,
         interval: Duration::from_millis(20),
         background_refresh: false,
+        soft_timeout: None,
     }
 }
 
@@ -203,6 +212,7 @@ impl World {
         judge(
             &self.processes[reader.process].stamps,
             reader.read.as_deref(),
+            self.now,
         )
         .unwrap_or(Found::Unusable)
     }
@@ -513,6 +523,9 @@ impl World {
                         codec: Codec::MessagePack,
                         written_at_ms: now,
                         claim_seq,
+                        // Fail-safe on: fresh for FRESH_MS, then expired
+                        // (kept, served only when its reload fails).
+                        fresh_until_ms: now + FRESH_MS,
                         dependencies: &[Dependency::Tag(TAG), Dependency::Group(GROUP)],
                     },
                     &payload,
@@ -533,6 +546,31 @@ impl World {
                 }
                 self.readers[i].flow.on_filled(stored)
             }
+            Step::Throttle => {
+                let lease = self.readers[i]
+                    .flow
+                    .lease()
+                    .expect("a throttle holds a lease");
+                let read = self.readers[i]
+                    .read
+                    .clone()
+                    .expect("the expired value read");
+                let back = envelope::with_fresh_until(&read, now + THROTTLE_MS);
+                let stored = self.apply(&Fill {
+                    keys: &keys,
+                    lease,
+                    token: &token,
+                    envelope: &back,
+                    ttl_ms: None,
+                });
+                if stored {
+                    prop_assert!(
+                        !self.readers[i].revoked,
+                        "a throttle write-back landed under a revoked lease"
+                    );
+                }
+                self.readers[i].flow.on_throttled()
+            }
             Step::Release => {
                 if let Some(lease) = self.readers[i].flow.lease() {
                     self.apply(&Release {
@@ -549,7 +587,16 @@ impl World {
                 let envelope = Envelope::parse(reader.read.as_deref().unwrap_or_default())
                     .expect("the flow serves only values it judged ours");
                 let version: u64 = envelope.decode().expect("the model stores u64 payloads");
-                if serve.stale {
+                if serve.fail_safe {
+                    // An expired value, served because its reload failed:
+                    // never one an invalidation reached.
+                    prop_assert!(
+                        version >= reader.floor,
+                        "served version {} by the fail-safe after version {} was invalidated away",
+                        version,
+                        reader.floor
+                    );
+                } else if serve.stale {
                     prop_assert!(reader.stale_ok, "a stale value went to a stale-off reader");
                     prop_assert!(
                         version >= reader.delete_floor,

@@ -349,6 +349,7 @@ mod tests {
                 codec: Codec::MessagePack,
                 written_at_ms: 1,
                 claim_seq: 0,
+                fresh_until_ms: 0,
                 dependencies: &[],
             },
             &[0xC0],

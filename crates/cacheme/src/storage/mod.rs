@@ -466,6 +466,34 @@ impl Op for ReadLog {
     }
 }
 
+/// Wait until `replicas` replicas have this connection's writes (`WAIT`),
+/// at most `timeout`.
+pub(crate) struct WaitReplicas {
+    pub(crate) replicas: u32,
+    pub(crate) timeout: Duration,
+}
+
+impl Op for WaitReplicas {
+    /// How many replicas acknowledged.
+    type Output = u32;
+    const NAME: &'static str = "WAIT";
+    fn subject(&self) -> &str {
+        "replicas"
+    }
+    fn request(&self, _: &RedisContext<'_>) -> Request {
+        let mut cmd = ::redis::cmd("WAIT");
+        cmd.arg(self.replicas).arg(self.timeout.as_millis() as u64);
+        Request::Command(cmd)
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        Ok(::redis::from_redis_value(value)?)
+    }
+    fn apply(&self, _: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
+        // One process, no replicas: nothing to wait for.
+        self.replicas
+    }
+}
+
 /// One page of value keys matching a glob.
 pub(crate) struct ScanPage<'a> {
     pub(crate) glob: &'a str,

@@ -115,6 +115,7 @@ fn value(v: u8) -> Vec<u8> {
             codec: Codec::MessagePack,
             written_at_ms: 1,
             claim_seq: u64::from(v),
+            fresh_until_ms: 0,
             dependencies: &[Dependency::Tag("t"), Dependency::Group("g")],
         },
         &payload,
