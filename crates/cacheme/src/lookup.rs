@@ -191,7 +191,8 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        if spec.version().is_some() {
+        if let Some(group) = spec.versions_group(&self.key) {
+            self.groups.push(group);
             self.key = Cow::Owned(spec.versioned(self.key.into_owned()));
         }
         self.spec = spec;

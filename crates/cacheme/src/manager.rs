@@ -205,9 +205,13 @@ impl<N: Node> Manager<N> {
     }
 
     fn invalidation_of(&self, node: &N) -> Invalidation {
-        self.cache()
-            .create_invalidation()
-            .key(N::SPEC.versioned(node.key()))
+        let key = node.key();
+        let invalidation = self.cache().create_invalidation();
+        match N::SPEC.versions_group(&key) {
+            // Every version's value of this key, not only this version's.
+            Some(group) => invalidation.invalid_key(group).key(N::SPEC.versioned(key)),
+            None => invalidation.key(key),
+        }
     }
 }
 

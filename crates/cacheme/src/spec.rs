@@ -252,6 +252,15 @@ impl Spec {
             None => key,
         }
     }
+
+    /// The dependency group that every version of `key` belongs to
+    /// (`key@*`), when this spec is versioned: invalidating a key through
+    /// its manager invalidates this group too, so that the values of the
+    /// other versions (an older deploy's, during a rolling deploy) are not
+    /// served either.
+    pub(crate) fn versions_group(&self, key: &str) -> Option<String> {
+        self.version.map(|_| format!("{key}@*"))
+    }
 }
 
 /// An entry of the registry: every node type and cached function submits one.
