@@ -26,7 +26,7 @@ use crate::Result;
 use crate::cache::{Cache, Inner, global};
 use crate::events::Invalidated;
 use crate::key::{self, StoreKeys};
-use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage, WaitReplicas};
+use crate::storage::{Invalidate, PAGE, Primaries, Record, Removal, ScanPage, WaitReplicas};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -119,19 +119,34 @@ macro_rules! execute {
             let op = Invalidate { keys: batch, removal: Removal::MarkStale };
             count += backend.$run_op(&op, &$report)$(.$await)??;
         }
+        // A cluster's keys are spread over its primaries: scan each of them
+        // (the invalidation of a key found goes to its slot's node).
+        let primaries = if $plan.patterns.is_empty() || !backend.is_cluster() {
+            Vec::new()
+        } else {
+            backend.$run_op(&Primaries, &$report)$(.$await)??
+        };
+        let nodes: Vec<Option<&str>> = if backend.is_cluster() {
+            primaries.iter().map(|node| Some(node.as_str())).collect()
+        } else {
+            vec![None]
+        };
         for (glob, pattern) in &$plan.patterns {
-            let mut cursor = 0;
-            loop {
-                let (next, found) = backend.$run_op(&ScanPage { glob, cursor }, &$report)$(.$await)??;
-                let keys = scanned(&$inner, pattern, &found);
-                if !keys.is_empty() {
-                    let op = Invalidate { keys: &keys, removal: Removal::Delete };
-                    count += backend.$run_op(&op, &$report)$(.$await)??;
+            for node in &nodes {
+                let mut cursor = 0;
+                loop {
+                    let page = ScanPage { glob, cursor, node: *node };
+                    let (next, found) = backend.$run_op(&page, &$report)$(.$await)??;
+                    let keys = scanned(&$inner, pattern, &found);
+                    if !keys.is_empty() {
+                        let op = Invalidate { keys: &keys, removal: Removal::Delete };
+                        count += backend.$run_op(&op, &$report)$(.$await)??;
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         if !$plan.invalidated.is_empty() {

@@ -39,24 +39,31 @@ pub(crate) const HEALTH: Duration = Duration::from_secs(1);
 const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
-/// dropped.
+/// dropped. It listens through the first of `clients` and, when that
+/// connection fails, through the next one (a Redis Cluster broadcasts the
+/// channel to every node, so any node will do).
 pub(crate) fn spawn(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     cache: Weak<Inner>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("cacheme-subscriber".into())
-        .spawn(move || run(&client, &channel, &cache, &stop));
+        .spawn(move || run(&clients, &channel, &cache, &stop));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cacheme: cannot start the subscriber thread; waiters will poll");
     }
 }
 
-fn run(client: &redis::Client, channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
+fn run(clients: &[redis::Client], channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
     let mut reported = false;
+    let mut attempt = 0;
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
+        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+            return;
+        };
+        attempt += 1;
         match listen(client, channel, cache, stop) {
             Ok(()) => return,
             Err(error) => {
