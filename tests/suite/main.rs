@@ -15,6 +15,7 @@
 #[macro_use]
 mod fixtures;
 
+mod cluster;
 mod correctness;
 mod decorator;
 mod decorator_blocking;

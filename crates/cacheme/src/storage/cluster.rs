@@ -13,7 +13,8 @@
 //!   the replies are put back in order.
 //! - An op that names a node ([`Op::node`](super::Op::node): a `SCAN` page of
 //!   one primary) is routed to that node's address.
-//! - Blocking calls use a small pool of synchronous cluster connections.
+//! - Blocking calls use a small pool of synchronous cluster connections;
+//!   their pipelines are redis-rs cluster pipelines (split by node).
 //!
 //! Events (fills' wake-ups and invalidations) use classic pub/sub, which a
 //! cluster broadcasts to every node: the subscriber listens on one node and
@@ -167,12 +168,15 @@ impl ClusterSource {
             (Request::Command(cmd), Some(node)) => conn.route_command(cmd, by_address(node)?),
             (Request::Command(cmd), None) => cmd.query(&mut conn),
             (Request::Pipeline(pipe), _) => {
-                let groups = by_slot(pipe);
-                let replies = groups
-                    .iter()
-                    .map(|(_, commands)| pipeline_of(pipe, commands).query::<Vec<Value>>(&mut conn))
-                    .collect();
-                reassemble(pipe.len(), &groups, replies)
+                // The synchronous connection pipelines only through a
+                // cluster pipeline, which sends each node its commands.
+                let mut cluster_pipe = redis::cluster::cluster_pipe();
+                for cmd in pipe.cmd_iter() {
+                    cluster_pipe.add_command(cmd.clone());
+                }
+                cluster_pipe
+                    .query::<Vec<Value>>(&mut conn)
+                    .map(Value::Array)
             }
         };
         if reply.is_ok() {
