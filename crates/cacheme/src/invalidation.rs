@@ -54,7 +54,7 @@ impl Pattern {
         Pattern(key::escape_glob(key))
     }
 
-    /// A raw Redis glob, as in the seed (`test*`). Do not build it from user
+    /// A raw Redis glob, as in Python cacheme (`test*`). Do not build it from user
     /// input; use [`key::escape_glob`](crate::key::escape_glob) on such parts.
     pub fn glob(glob: impl Into<String>) -> Self {
         Pattern(glob.into())
@@ -67,7 +67,7 @@ impl Pattern {
 }
 
 /// An invalidation to run: any mix of keys, invalid keys, patterns and tags
-/// (the seed's `create_invalidation(key=, invalid_key=, pattern=)`).
+/// (Python cacheme's `create_invalidation(key=, invalid_key=, pattern=)`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]

@@ -288,7 +288,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// The value depends on invalid keys computed from the value itself
-    /// (the seed's `c.cacheme_result`); called once per load, before the fill.
+    /// (Python cacheme's `c.cacheme_result`); called once per load, before the fill.
     pub fn depends_on_value(mut self, groups: GroupsOf<'a, V>) -> Self {
         self.groups_of = Some(groups);
         self
@@ -308,7 +308,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// Skip the cache entirely when `skip` is true: the loader runs, nothing
-    /// is read or stored (the seed's `skip`).
+    /// is read or stored (Python cacheme's `skip`).
     pub fn skip(mut self, skip: bool) -> Self {
         self.skip = skip;
         self

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How a node type or a cached function caches: its name, its tag and its
-/// meta (the seed's `class Meta`). Built by the macros with the `const`
+/// meta (Python cacheme's `class Meta`). Built by the macros with the `const`
 /// builder methods below; what a spec leaves unset falls back to the cache's
 /// [`Settings`](crate::Settings).
 ///
@@ -114,7 +114,7 @@ impl Spec {
         }
     }
 
-    /// Whether readers accept stale values (the seed's `Meta.stale`).
+    /// Whether readers accept stale values (Python cacheme's `Meta.stale`).
     pub const fn with_stale(self, stale: bool) -> Self {
         Spec {
             stale: Some(stale),
