@@ -612,3 +612,95 @@ async fn resharding_under_load_loses_nothing() {
         );
     }
 }
+
+/// An application that names one node only, and that node fails: async
+/// and blocking calls and the event subscription carry on through the
+/// nodes learnt from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_seed_node_is_enough_when_it_fails() {
+    let cluster = Arc::new(RedisCluster::start());
+    let probe = "seeded:1";
+    let seed = cluster.primary_of_key(&format!("one:{{{probe}}}"));
+    let cache = Cache::builder()
+        .cluster_urls([format!("redis://{seed}/")])
+        .prefix("one:")
+        .build()
+        .expect("a valid url");
+    subscribed(&cache).await;
+    // Blocking calls have a connection (made from the seed) before it fails.
+    let blocking = cache.clone();
+    tokio::task::spawn_blocking(move || {
+        blocking
+            .lookup::<u64>("warm")
+            .load_blocking(|| Ok::<_, Infallible>(1))
+            .expect("load")
+    })
+    .await
+    .expect("blocking");
+    let load = |value: u64| {
+        cache
+            .lookup::<u64>(probe)
+            .load(move || async move { Ok::<_, Infallible>(value) })
+    };
+    assert_eq!(load(1).await.expect("load"), 1);
+
+    tokio::task::spawn_blocking({
+        let cluster = cluster.clone();
+        move || {
+            cluster.kill_node(seed);
+            cluster.wait_for_failover(seed)
+        }
+    })
+    .await
+    .expect("failover");
+    // The subscription moves to a node learnt from the seed.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let _ = load(2).await;
+        if cache.local_tiers_active() && cache.lookup::<u64>(probe).get().await.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no subscription or no hits after the seed failed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let hits = cache.stats().hit;
+    assert!(cache.lookup::<u64>(probe).get().await.is_some());
+    assert!(cache.stats().hit > hits, "a hit from the promoted replica");
+    // Blocking calls too.
+    let blocking = cache.clone();
+    let served = tokio::task::spawn_blocking(move || {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let before = blocking.stats();
+            let value = blocking
+                .lookup::<u64>("after")
+                .load_blocking(|| Ok::<_, Infallible>(3));
+            let after = blocking.stats();
+            if after.store_error == before.store_error
+                && after.short_circuited == before.short_circuited
+                && after.store_request > before.store_request
+            {
+                return value;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "blocking calls never reached the cluster again"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    })
+    .await
+    .expect("blocking");
+    assert_eq!(served.expect("load"), 3);
+    // And invalidations reach the other nodes' subscribers.
+    cache
+        .create_invalidation()
+        .key(probe)
+        .run()
+        .await
+        .expect("invalidation");
+    assert_one_slot_per_op(&cache);
+}

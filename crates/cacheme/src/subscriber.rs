@@ -59,12 +59,14 @@ pub(crate) fn spawn(
 fn run(clients: &[redis::Client], channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
     let mut reported = false;
     let mut attempt = 0;
+    // The nodes to listen on: those given, then those learnt from a cluster.
+    let mut candidates = clients.to_vec();
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
-        let Some(client) = clients.get(attempt % clients.len().max(1)) else {
+        let Some(client) = candidates.get(attempt % candidates.len().max(1)).cloned() else {
             return;
         };
         attempt += 1;
-        match listen(client, channel, cache, stop) {
+        match listen(&client, channel, cache, stop, &mut candidates) {
             Ok(()) => return,
             Err(error) => {
                 if !reported {
@@ -91,9 +93,21 @@ fn listen(
     channel: &str,
     cache: &Weak<Inner>,
     stop: &AtomicBool,
+    candidates: &mut Vec<redis::Client>,
 ) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
     warn_on_eviction_policy(&mut conn);
+    #[cfg(feature = "cluster")]
+    {
+        crate::storage::cluster::learn_nodes(client, &mut conn, candidates);
+        if let Some(cache) = cache.upgrade()
+            && let crate::storage::Backend::Redis(store) = &cache.backend
+        {
+            store.note_nodes(candidates);
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = candidates;
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;

@@ -45,6 +45,9 @@ pub(crate) struct ClusterSource {
     blocking: Mutex<Vec<redis::cluster::ClusterConnection>>,
     /// One plain client per initial node: the subscriber's candidates.
     nodes: Vec<redis::Client>,
+    /// Nodes the subscriber learnt from the cluster: where new blocking
+    /// connections start when the initial nodes are gone.
+    learnt: Mutex<Vec<redis::ConnectionInfo>>,
 }
 
 impl ClusterSource {
@@ -57,16 +60,7 @@ impl ClusterSource {
         let client = if urls.is_empty() {
             None
         } else {
-            Some(
-                redis::cluster::ClusterClient::builder(urls.iter().map(String::as_str))
-                    // Redirections and reconnects are retried within our own
-                    // per-operation timeout, which bounds them.
-                    .retries(8)
-                    .min_retry_wait(10)
-                    .max_retry_wait(200)
-                    .connection_timeout(Duration::from_secs(1))
-                    .build()?,
-            )
+            Some(cluster_client(urls.iter().map(String::as_str))?)
         };
         let nodes = urls
             .iter()
@@ -79,7 +73,38 @@ impl ClusterSource {
             }),
             blocking: Mutex::new(Vec::new()),
             nodes,
+            learnt: Mutex::new(Vec::new()),
         })
+    }
+
+    /// Remember the nodes the subscriber knows (see [`learn_nodes`]).
+    pub(crate) fn note_nodes(&self, clients: &[redis::Client]) {
+        let infos = clients
+            .iter()
+            .map(|client| client.get_connection_info().clone())
+            .collect();
+        *self.learnt.lock().unwrap_or_else(PoisonError::into_inner) = infos;
+    }
+
+    /// A new blocking cluster connection: from the initial nodes, or, when
+    /// none of them answers, from the nodes learnt since.
+    fn connect_blocking(
+        &self,
+        client: &redis::cluster::ClusterClient,
+    ) -> RedisResult<redis::cluster::ClusterConnection> {
+        let error = match client.get_connection() {
+            Ok(conn) => return Ok(conn),
+            Err(error) => error,
+        };
+        let learnt = self
+            .learnt
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        if learnt.is_empty() {
+            return Err(error);
+        }
+        cluster_client(learnt)?.get_connection()
     }
 
     /// Whether blocking calls can run (the cluster was given by URLs).
@@ -160,7 +185,7 @@ impl ClusterSource {
             .pop();
         let mut conn = match idle {
             Some(conn) => conn,
-            None => client.get_connection()?,
+            None => self.connect_blocking(client)?,
         };
         conn.set_read_timeout(Some(timeout))?;
         conn.set_write_timeout(Some(timeout))?;
@@ -187,6 +212,19 @@ impl ClusterSource {
         }
         reply
     }
+}
+
+/// A cluster client with our retry settings. Redirections and reconnects
+/// are retried within our own per-operation timeout, which bounds them.
+fn cluster_client<T: redis::IntoConnectionInfo>(
+    nodes: impl IntoIterator<Item = T>,
+) -> RedisResult<redis::cluster::ClusterClient> {
+    redis::cluster::ClusterClient::builder(nodes)
+        .retries(8)
+        .min_retry_wait(10)
+        .max_retry_wait(200)
+        .connection_timeout(Duration::from_secs(1))
+        .build()
 }
 
 /// Route to the node at `host:port`.
@@ -303,6 +341,62 @@ fn crc16(bytes: &[u8]) -> u16 {
         }
     }
     crc
+}
+
+/// The most nodes the subscriber keeps as candidates.
+const MAX_CANDIDATES: usize = 64;
+
+/// Learn the cluster's nodes from the node `conn` is connected to (`CLUSTER
+/// NODES`), and add those not yet among `candidates` (as clients with
+/// `seed`'s settings), so that the subscriber can move to a node the
+/// application did not name when the ones it named fail. Not a cluster, or
+/// an address that is not plain TCP: nothing is added.
+pub(crate) fn learn_nodes(
+    seed: &redis::Client,
+    conn: &mut redis::Connection,
+    candidates: &mut Vec<redis::Client>,
+) {
+    let redis::ConnectionAddr::Tcp(_, _) = seed.get_connection_info().addr() else {
+        return;
+    };
+    let Ok(nodes) = redis::cmd("CLUSTER").arg("NODES").query::<String>(conn) else {
+        return;
+    };
+    for line in nodes.lines() {
+        let mut fields = line.split_whitespace();
+        let (Some(_id), Some(address), Some(flags)) = (fields.next(), fields.next(), fields.next())
+        else {
+            continue;
+        };
+        if flags.contains("fail") || flags.contains("noaddr") || flags.contains("handshake") {
+            continue;
+        }
+        // `ip:port@cport[,hostname]`
+        let address = address.split(['@', ',']).next().unwrap_or_default();
+        let Some((host, port)) = address.rsplit_once(':') else {
+            continue;
+        };
+        let Ok(port) = port.parse::<u16>() else {
+            continue;
+        };
+        if host.is_empty() || candidates.len() >= MAX_CANDIDATES {
+            continue;
+        }
+        let known = candidates.iter().any(|client| {
+            matches!(client.get_connection_info().addr(),
+                redis::ConnectionAddr::Tcp(h, p) if h == host && *p == port)
+        });
+        if known {
+            continue;
+        }
+        let info = seed
+            .get_connection_info()
+            .clone()
+            .set_addr(redis::ConnectionAddr::Tcp(host.to_owned(), port));
+        if let Ok(client) = redis::Client::open(info) {
+            candidates.push(client);
+        }
+    }
 }
 
 /// The primaries' addresses (`host:port`) in a `CLUSTER SLOTS` reply.

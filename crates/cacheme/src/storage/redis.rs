@@ -325,6 +325,17 @@ impl RedisStore {
         self.client.iter().cloned().collect()
     }
 
+    /// Tell a cluster store which nodes the subscriber knows (the nodes it
+    /// learnt from the cluster), for new blocking connections.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn note_nodes(&self, clients: &[redis::Client]) {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            cluster.note_nodes(clients);
+        }
+        let _ = clients;
+    }
+
     /// Whether the store is a Redis Cluster.
     pub(crate) fn is_cluster(&self) -> bool {
         #[cfg(feature = "cluster")]
