@@ -557,8 +557,8 @@ fn miss_fill(bench: &Bench, group: &mut Group<'_>) {
 // ------------------------------------------------------------- invalidate --
 
 /// Writes `count` values of the tag `bulk` as cacheme would have: value keys
-/// `CM:{bulk:i}` holding envelopes, indexed in `CM:tag:{bulk}` with score
-/// `+inf` (no TTL); pipelined, 1,000 keys per MSET and per ZADD.
+/// `CM:{bulk:i}` holding envelopes that name the tag (protocol v2 keeps no
+/// index); pipelined, 1,000 keys per MSET.
 async fn write_bulk(conn: &mut MultiplexedConnection, count: u64) {
     let payload = Codec::MessagePack.encode(&profile(ID)).expect("encode");
     let envelope = sealed(&payload);
@@ -567,14 +567,10 @@ async fn write_bulk(conn: &mut MultiplexedConnection, count: u64) {
     while start < count {
         let end = (start + 1000).min(count);
         let mut mset = redis::cmd("MSET");
-        let mut zadd = redis::cmd("ZADD");
-        zadd.arg("CM:tag:{bulk}");
         for i in start..end {
             mset.arg(format!("CM:{{bulk:{i}}}")).arg(&envelope);
-            zadd.arg("+inf").arg(format!("bulk:{i}"));
         }
         pipe.add_command(mset).ignore();
-        pipe.add_command(zadd).ignore();
         start = end;
     }
     let _: () = pipe.query_async(conn).await.expect("bulk write");
