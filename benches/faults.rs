@@ -18,9 +18,29 @@
 //!
 //! Invalidations that fail while the server is down are retried by the task
 //! until they succeed (the caller decides; cacheme reports them) and only
-//! then count as done. `just faults` runs it (`cargo bench -p
-//! cacheme-benches --bench faults`); under `cargo test` it runs a 4-second
-//! smoke version that asserts the two zero counts.
+//! then count as done.
+//!
+//! Before the soak, two runs against a failing and a slow source (issue
+//! 14), one line each (extra fields after the ones shown):
+//!
+//! ```text
+//! failsafe outage_s=30 warmed=1000 errors_to_caller=0 loader_calls_per_key_max=6 first_fresh_ms_after_recovery=4985 ..
+//! slowsource load_ms=500 soft_timeout_ms=50 p99_ms=.. loads_per_key=1 ..
+//! ```
+//!
+//! - `failsafe` ([`failsafe`]): the fail-safe over a 30 s outage of the
+//!   source; targets: `errors_to_caller=0`, `loader_calls_per_key_max` ≤
+//!   outage / throttle + 1 = 7, `first_fresh_ms_after_recovery` ≤ one
+//!   throttle (5,000 ms).
+//! - `slowsource` ([`slowsource`]): 4 processes (this binary again) read
+//!   expired keys through a 500 ms source with a 50 ms soft timeout;
+//!   targets: `p99_ms` ≤ 55, `loads_per_key=1`, the slow loads' results
+//!   stored (`stored=10/10`).
+//!
+//! `just faults` runs it all (`cargo bench -p cacheme-benches --bench
+//! faults`: about 40 s, then the 60 s soak); under `cargo test` it runs a
+//! smoke version of each (a 2 s outage, 2 processes, a 4 s soak) that
+//! asserts the zero counts and `loads_per_key=1`.
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

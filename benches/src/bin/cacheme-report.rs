@@ -1199,43 +1199,62 @@ fn report() -> std::result::Result<PathBuf, String> {
 const READING_THE_MISSES: &str = "
 ## Reading the misses
 
-- **Remote hit, at the target in the interleaved check (1.035–1.040×),
-  around it in criterion's one-after-another medians (1.03–1.06×, which
-  move with whatever else the machine is doing).** A cacheme hit is one
-  `GET`. What remains on top is client CPU, counted with callgrind:
-  ≈ 22.8k user-space instructions per hit against the floor's ≈ 18.2k
-  (the in-process singleflight entry that lets concurrent callers share one
-  read, the protocol's future, the per-operation timeout timer, the
-  `ConnectionManager` indirection, the store-key string, stats). It was
-  35k, and 1.05–1.06×, until the protocol's future, allocated by every
-  remote read, was cut from 8.6 KB to under 1 KB (a unit test keeps it
-  there). `cached` comes out near the floor because it stores positional
-  MessagePack (126 bytes, no field names) where cacheme keeps field names
-  (196 bytes) so that a changed struct is detected instead of misread; it
-  has no herd protection, leases or invalidation.
-- **Local hit, ≈ 1.5× quick_cache's own `get` with the key built from the
-  id (the manager's way), ≈ 1.7× with a ready-made key.** The tier is
-  quick_cache; the rest is the `Lookup` itself (building it, the async
-  `load` around a synchronous tier read, the enabled and skip checks, a
-  stats counter): ≈ 95–110 ns in every row. The ratio is highest where the
-  baseline is cheapest (a ready key, ≈ 155 ns). callgrind, per hit:
-  quick_cache `get` + clone 1,925 instructions, `Lookup::local().load`
-  2,646.
-- **Trace wall time, ≈ 1.08× the floor (target 1.03×).** `loads == unique`
-  exactly, where naive cache-aside and `cached` load some keys twice
-  (`dup_loads` above). Each
-  load costs cacheme two round trips before it (a read, then a claim that
-  also registers the key in its indexes) and one after (the fill), against
-  one and one for naive; in this trace hundreds of loads start within a few
-  milliseconds of each other and queue on one connection. Naive itself is at
-  1.03–1.04× of its own floor on this machine.
-- **Trace commands, ≈ 1.9× naive (target 0.75×).** `INFO commandstats`
-  counts the commands that run inside scripts too. A load that is exactly-once
-  across processes and never stores a value an invalidation has revoked needs
-  an atomic claim (`EVALSHA` + `GET` + `SET NX`) and an atomic conditional fill
-  (`EVALSHA` + `GETDEL` + `SET`), plus the index writes: 8–9 counted commands
-  per load against naive's 1, whatever the local tier saves on reads
-  (`local_hits` above: those requests never reach Redis). The target is out of
-  reach for this protocol as commandstats counts; what the client sends is 3
-  round trips per load (`round_trips` above, ≈ 0.65× naive's commands).
+The runs of 2026-12-05 (protocol v2) were made while other builds kept both
+CPUs of the machine busy (load average 5–7): absolute times are 1.5–3× those
+of the idle runs of November, and criterion's one-after-another medians
+moved by up to 40 % between benches; the interleaved cross-checks and the
+trace's CPU counters are the figures to read.
+
+- **Redis server CPU of the trace: 1.19–1.76× naive cache-aside with the
+  local tier (target ≤ 0.8×), 1.67–2.28× without it (target ≤ 1.2×), over
+  four runs that day.** The local tier keeps 143,000 of the 200,000
+  requests off Redis, and a load costs two commands (`round_trips` ≈ 116,000
+  against naive's 256,600). What costs is the fill: a Lua script (a
+  compare-and-set on the value key: `GET`, `SET .. PX`, and `PUBLISH` when
+  someone waits), 6.4–12.3 µs of server time per call in `trace cmdtime`
+  against 1.1–1.4 µs for naive's `SET`. Lua's own price on this server
+  (Redis 7.0.15), measured apart with `redis-benchmark -n 200000 -c 50 -P
+  16` and the server's CPU from `INFO cpu`, per call (network work
+  included, shared by pipelines of 16): `GET` 0.60 µs, `SET`
+  1.24 µs, `SET .. NX PX .. GET` on an existing key 1.01 µs, the smallest
+  compare-and-set script (`GET`, compare, `SET .. PX`) 4.98 µs by `EVALSHA`
+  and 5.09 µs by `FCALL` (Redis Functions are no cheaper). At that floor the
+  trace's 55,377 fills alone cost ≈ 0.28 s, 0.48–0.66× of naive's whole
+  0.42–0.58 s; with the claims and each request's network work, ≤ 0.8× is
+  out of reach for any Lua fill on Redis 7. A fill without a script, `SET ..
+  IFEQ` (Redis 8.4+, Valkey 8.1+: not on this machine, and not used by the
+  library yet), would cost what a `SET` costs. Without the local tier every
+  request is a `SET .. NX PX .. GET` (≈ 1.7× a `GET` on the server) plus the
+  same fills. Naive's own CPU moves 0.42–0.58 s between runs (how many
+  commands Redis reads per wake-up depends on timing), which moves the
+  ratios by ±20 %; every run missed both targets by far.
+- **Miss and fill, 1.46× (criterion) and 1.57× (interleaved) naive's `GET`
+  + `SET` (target ≤ 1.4×).** Two round trips each, as naive; the difference
+  is the fill script's server time (above: ≈ 4× a `SET`) and the client's
+  work around a load (the placeholder token, the envelope, the lease
+  bookkeeping).
+- **Remote hit, 1.22–1.24× the floor interleaved (target ≤ 1.04×; 1.035–1.040×
+  with protocol v1 in November).** A v2 hit is one `SET key <placeholder> NX
+  PX <lease> GET`, which claims the key in the same round trip when it is
+  empty: a longer request than a `GET` (a 28-byte placeholder, five more
+  arguments), a fresh token per call, and ≈ 0.4 µs more server CPU per call
+  (above). `cached` moved from 1.014× to 1.055× between the two days, so the
+  load explains a few per cent, not the 20 %; a profile of the v2 hit path
+  (callgrind, as for v1) has not been made yet.
+- **Local hit.** The tier is quick_cache; the rest is the `Lookup` itself
+  (building it, the async `load` around a synchronous tier read, the enabled
+  and skip checks, a stats counter): ≈ 95–110 ns per hit on the idle machine
+  of November (1.46–1.49× with the key built from the id, 1.70× with a ready
+  key); the busy machine of this run stretches every row.
+- **Trace wall time, 1.15–1.25× the floor (target 1.03×; naive 1.09–1.14×
+  in the same runs).** `loads == unique` exactly, where naive cache-aside and
+  `cached` load some keys twice (`dup_loads` above). In this trace hundreds
+  of loads start within a few milliseconds of each other and queue on one
+  connection; with the CPUs busy, the queues grow.
+- **Trace commands, ≈ 0.91× naive (target 0.75×).** `INFO commandstats`
+  counts the commands that run inside scripts too: a load is a claim (`SET ..
+  NX GET`, 1) and a fill (`EVALSHA` + `GET` + `SET`, 3), 4 counted commands
+  per load against naive's 1 per request; the local tier's 143,000 hits count
+  nothing. With a script-free fill (`SET .. IFEQ`) it would be 2 per load,
+  ≈ 0.46× naive.
 ";
