@@ -299,6 +299,16 @@ struct FlakySource {
     value: AtomicU64,
     /// Loader calls per key while the source was down.
     calls_down: Vec<AtomicU64>,
+    /// When the run started: the origin of the `*_ms` fields below.
+    epoch: Instant,
+    /// Per key: when its last failed loader call ended (ms since `epoch`),
+    /// which starts a throttle window.
+    last_failure_ms: Vec<AtomicU64>,
+    /// Per key: from the end of its last throttle window (or from the
+    /// recovery, if later) to the first read that returned the new value,
+    /// in ms: how long the key waited for a reader (the bench's reads are
+    /// random, so a key may go unread for a few hundred ms).
+    read_gap_ms: Vec<AtomicU64>,
     /// Per key: ms from the recovery to the first read that returned the
     /// value loaded after it, plus one (0: not yet).
     fresh_after: Vec<AtomicU64>,
@@ -315,7 +325,11 @@ const AFTER: u64 = 2;
 /// the loader fails for 30 s while 16 tasks read random keys (a 1 ms pause
 /// between reads); then it works again, and the tasks read until every key
 /// was served a value loaded after the recovery (or one throttle and 5 s
-/// have passed).
+/// have passed). `first_fresh_ms_after_recovery`: per key, from the
+/// recovery to the first read that returned the new value, the largest
+/// over the keys (`first_fresh_ms_min`: the smallest); `read_gap_ms_max`:
+/// the largest part of that spent after the key's throttle window had
+/// ended, waiting for a reader to ask for it.
 async fn failsafe(shape: FailSafeShape) -> String {
     let server = RedisServer::start();
     let cache = Cache::builder()
@@ -327,12 +341,15 @@ async fn failsafe(shape: FailSafeShape) -> String {
         down: AtomicBool::new(false),
         value: AtomicU64::new(BEFORE),
         calls_down: (0..shape.keys).map(|_| AtomicU64::new(0)).collect(),
+        epoch: Instant::now(),
+        last_failure_ms: (0..shape.keys).map(|_| AtomicU64::new(0)).collect(),
+        read_gap_ms: (0..shape.keys).map(|_| AtomicU64::new(0)).collect(),
         fresh_after: (0..shape.keys).map(|_| AtomicU64::new(0)).collect(),
         errors_to_caller: AtomicU64::new(0),
         reads: AtomicU64::new(0),
     });
     for key in 0..shape.keys {
-        let value = failsafe_read(&cache, &source, key, shape.ttl, None).await;
+        let value = failsafe_read(&cache, &source, key, shape, None).await;
         assert_eq!(value, Some(BEFORE), "warming fs:{key}");
     }
 
@@ -353,7 +370,7 @@ async fn failsafe(shape: FailSafeShape) -> String {
                 while !stop.load(Ordering::Relaxed) {
                     let key = rng.below(shape.keys as u64) as usize;
                     let since = recovered.get().copied();
-                    failsafe_read(&cache, &source, key, shape.ttl, since).await;
+                    failsafe_read(&cache, &source, key, shape, since).await;
                     tokio::time::sleep(Duration::from_millis(1)).await;
                 }
             })
@@ -388,7 +405,7 @@ async fn failsafe(shape: FailSafeShape) -> String {
     let stats = cache.stats();
     format!(
         "failsafe outage_s={} warmed={} errors_to_caller={} loader_calls_per_key_max={} first_fresh_ms_after_recovery={} \
-         throttle_ms={} ttl_ms={} reads={} keys_fresh={} first_fresh_ms_min={} loader_calls_down={} fail_safe_served={}",
+         throttle_ms={} ttl_ms={} reads={} keys_fresh={} first_fresh_ms_min={} read_gap_ms_max={} loader_calls_down={} fail_safe_served={}",
         outage.as_secs(),
         shape.keys,
         source.errors_to_caller.load(Ordering::Relaxed),
@@ -411,6 +428,12 @@ async fn failsafe(shape: FailSafeShape) -> String {
             .min()
             .map_or_else(|| "none".to_owned(), |ms| ms.to_string()),
         source
+            .read_gap_ms
+            .iter()
+            .map(|gap| gap.load(Ordering::Relaxed))
+            .max()
+            .unwrap_or(0),
+        source
             .calls_down
             .iter()
             .map(|c| c.load(Ordering::Relaxed))
@@ -425,16 +448,18 @@ async fn failsafe_read(
     cache: &Cache,
     source: &FlakySource,
     key: usize,
-    ttl: Duration,
+    shape: FailSafeShape,
     recovered: Option<Instant>,
 ) -> Option<u64> {
     let result = cache
         .lookup::<u64>(format!("fs:{key}"))
-        .ttl(Some(ttl))
+        .ttl(Some(shape.ttl))
         .stale(false)
         .load(|| async {
             if source.down.load(Ordering::SeqCst) {
                 source.calls_down[key].fetch_add(1, Ordering::Relaxed);
+                let now = source.epoch.elapsed().as_millis() as u64;
+                source.last_failure_ms[key].store(now, Ordering::Relaxed);
                 Err(std::io::Error::other("the source is down"))
             } else {
                 Ok(source.value.load(Ordering::SeqCst))
@@ -448,12 +473,19 @@ async fn failsafe_read(
                 && let Some(recovered) = recovered
             {
                 let ms = recovered.elapsed().as_millis() as u64 + 1;
-                let _ = source.fresh_after[key].compare_exchange(
-                    0,
-                    ms,
-                    Ordering::Relaxed,
-                    Ordering::Relaxed,
-                );
+                let first = source.fresh_after[key]
+                    .compare_exchange(0, ms, Ordering::Relaxed, Ordering::Relaxed)
+                    .is_ok();
+                if first {
+                    let now = source.epoch.elapsed().as_millis() as u64;
+                    let window_end = source.last_failure_ms[key].load(Ordering::Relaxed)
+                        + shape.throttle.as_millis() as u64;
+                    let recovery = recovered.duration_since(source.epoch).as_millis() as u64;
+                    source.read_gap_ms[key].store(
+                        now.saturating_sub(window_end.max(recovery)),
+                        Ordering::Relaxed,
+                    );
+                }
             }
             Some(value)
         }

@@ -1207,7 +1207,7 @@ trace's CPU counters are the figures to read.
 
 - **Redis server CPU of the trace: 1.19–1.76× naive cache-aside with the
   local tier (target ≤ 0.8×), 1.67–2.28× without it (target ≤ 1.2×), over
-  four runs that day.** The local tier keeps 143,000 of the 200,000
+  five runs that day.** The local tier keeps 143,000 of the 200,000
   requests off Redis, and a load costs two commands (`round_trips` ≈ 116,000
   against naive's 256,600). What costs is the fill: a Lua script (a
   compare-and-set on the value key: `GET`, `SET .. PX`, and `PUBLISH` when
@@ -1228,17 +1228,20 @@ trace's CPU counters are the figures to read.
   same fills. Naive's own CPU moves 0.42–0.58 s between runs (how many
   commands Redis reads per wake-up depends on timing), which moves the
   ratios by ±20 %; every run missed both targets by far.
-- **Miss and fill, 1.46× (criterion) and 1.57× (interleaved) naive's `GET`
-  + `SET` (target ≤ 1.4×).** Two round trips each, as naive; the difference
+- **Miss and fill, 1.57× naive's `GET` + `SET` interleaved, in two runs
+  (target ≤ 1.4×).** Criterion's medians of the same two runs said 1.46×
+  and 1.16×: one bench after the other, on a machine whose load moved by
+  the second (naive's own confidence interval spans ±8 %), they are not to
+  be read here. Two round trips each, as naive; the difference
   is the fill script's server time (above: ≈ 4× a `SET`) and the client's
   work around a load (the placeholder token, the envelope, the lease
   bookkeeping).
-- **Remote hit, 1.22–1.24× the floor interleaved (target ≤ 1.04×; 1.035–1.040×
-  with protocol v1 in November).** A v2 hit is one `SET key <placeholder> NX
+- **Remote hit, 1.22–1.26× the floor interleaved, in three runs (target ≤
+  1.04×; 1.035–1.040× with protocol v1 in November).** A v2 hit is one `SET key <placeholder> NX
   PX <lease> GET`, which claims the key in the same round trip when it is
   empty: a longer request than a `GET` (a 28-byte placeholder, five more
   arguments), a fresh token per call, and ≈ 0.4 µs more server CPU per call
-  (above). `cached` moved from 1.014× to 1.055× between the two days, so the
+  (above). `cached` moved from 1.014× to 1.055–1.067× between the two days, so the
   load explains a few per cent, not the 20 %; a profile of the v2 hit path
   (callgrind, as for v1) has not been made yet.
 - **Local hit.** The tier is quick_cache; the rest is the `Lookup` itself
