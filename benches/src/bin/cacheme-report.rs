@@ -458,7 +458,14 @@ fn utc(time: SystemTime) -> String {
     )
 }
 
+/// The source the benches ran on: what `scripts/bench` recorded before it
+/// started them (`target/bench/source.txt`), else the checkout now.
 fn git_commit() -> String {
+    if let Ok(recorded) = std::fs::read_to_string(log_dir().join("source.txt"))
+        && !recorded.trim().is_empty()
+    {
+        return recorded.trim().to_owned();
+    }
     let Some(commit) = command_line("git", &["rev-parse", "--short", "HEAD"]) else {
         return "unknown".to_owned();
     };
@@ -473,9 +480,9 @@ fn git_commit() -> String {
 
 // ----------------------------------------------------------- interleaved --
 
-/// The `hits interleaved ..` lines of the hits bench: the remote-hit ratios
-/// measured in alternating bursts, which drift of the machine cannot bias.
-/// The `hits interleaved group=<group> ..` lines as a table; `rows` give
+/// The `hits interleaved group=<group> ..` lines of the hits bench (ratios
+/// measured in alternating bursts, which drift of the machine cannot bias)
+/// as a table; `rows` give
 /// the labels and targets, `baseline` the routine the ratios divide by.
 fn interleaved_section(
     hits_log: &str,
