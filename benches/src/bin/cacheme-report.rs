@@ -1244,13 +1244,22 @@ trace's CPU counters are the figures to read.
   work around a load (the placeholder token, the envelope, the lease
   bookkeeping).
 - **Remote hit, 1.22–1.26× the floor interleaved, in three runs (target ≤
-  1.04×; 1.035–1.040× with protocol v1 in November).** A v2 hit is one `SET key <placeholder> NX
-  PX <lease> GET`, which claims the key in the same round trip when it is
-  empty: a longer request than a `GET` (a 28-byte placeholder, five more
-  arguments), a fresh token per call, and ≈ 0.4 µs more server CPU per call
-  (above). `cached` moved from 1.014× to 1.055–1.067× between the two days, so the
-  load explains a few per cent, not the 20 %; a profile of the v2 hit path
-  (callgrind, as for v1) has not been made yet.
+  1.04×; 1.035–1.040× with protocol v1 in November).** A v2 hit is one `SET
+  key <placeholder> NX PX <lease> GET`, which claims the key in the same
+  round trip when it is empty. `cached` moved from 1.014× to 1.055–1.067×
+  between the two days, so the busy machine explains a few per cent, not
+  the 20 %. Counted with callgrind (5,000 hits of a 20-number value against
+  as many `GET` + decode, setup subtracted): ≈ 24,200 user-space
+  instructions per hit against the floor's ≈ 14,400. Of the ≈ 9,800 more,
+  ≈ 2,400 are the lease token that every read sends in its placeholder, in
+  case it claims (`driver::lease::new_token`, built anew each time: a
+  `RandomState`, the clock and a `format!` of three hex numbers); ≈ 1,900 encode the
+  longer command (`write_arg`: 2,200 against 340 for `GET`); ≈ 1,500 the
+  in-process flight (join, finish, detach, drop); ≈ 1,000 building and
+  dropping the read's state. The server's share is small (≈ 0.4 µs more CPU
+  for `SET .. NX PX .. GET` than for `GET`, above). A token made once per
+  process plus a counter, and the claim's fixed arguments pre-encoded,
+  would take back about 4,000 of the 9,800.
 - **Local hit.** The tier is quick_cache; the rest is the `Lookup` itself
   (building it, the async `load` around a synchronous tier read, the enabled
   and skip checks, a stats counter): ≈ 95–110 ns per hit on the idle machine
