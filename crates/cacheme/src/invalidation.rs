@@ -115,9 +115,14 @@ macro_rules! execute {
     ($inner:ident, $plan:ident, $report:ident, $settings:ident, $run_op:ident $(, .$await:tt)?) => {{
         let backend = &$inner.backend;
         let mut count = 0;
+        // On a cluster, a durable invalidation waits for the replicas of
+        // the primaries it wrote to (of every primary when it wrote many
+        // slots), so that a primary that is down elsewhere does not fail it.
+        let mut written = Written::new($plan.durable.is_some() && backend.is_cluster());
         for batch in $plan.store_keys.chunks(PAGE) {
             let op = Invalidate { keys: batch, removal: Removal::MarkStale };
             count += backend.$run_op(&op, &$report)$(.$await)??;
+            written.note(batch);
         }
         // A cluster's keys are spread over its primaries: scan each of them
         // (the invalidation of a key found goes to its slot's node).
@@ -141,6 +146,7 @@ macro_rules! execute {
                     if !keys.is_empty() {
                         let op = Invalidate { keys: &keys, removal: Removal::Delete };
                         count += backend.$run_op(&op, &$report)$(.$await)??;
+                        written.note(&keys);
                     }
                     if next == 0 {
                         break;
@@ -154,9 +160,10 @@ macro_rules! execute {
             let op = Record { payload: &payload, log_len: $settings.invalidation_log_len };
             let seq = backend.$run_op(&op, &$report)$(.$await)??;
             applied(&$inner, &$plan.invalidated, seq);
+            written.note_key(crate::events::SequenceKeys::new(&$inner.prefix).seq);
         }
         if let Some((replicas, timeout)) = $plan.durable {
-            let op = WaitReplicas { replicas, timeout };
+            let op = WaitReplicas { replicas, timeout, written: written.keys() };
             let acknowledged = backend.$run_op(&op, &$report)$(.$await)??;
             if acknowledged < replicas {
                 return Err(crate::Error::NotReplicated {
@@ -171,6 +178,45 @@ macro_rules! execute {
         }
         Ok(count)
     }};
+}
+
+/// The keys a durable invalidation on a cluster wrote, for its `WAIT`.
+struct Written {
+    track: bool,
+    keys: Vec<String>,
+}
+
+impl Written {
+    /// Past this many keys, `WAIT` asks every primary.
+    const MAX: usize = 64;
+
+    fn new(track: bool) -> Self {
+        Written {
+            track,
+            keys: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, keys: &[StoreKeys]) {
+        for keys in keys {
+            self.note_key(keys.value().to_owned());
+        }
+    }
+
+    fn note_key(&mut self, key: String) {
+        if self.track && self.keys.len() <= Self::MAX {
+            self.keys.push(key);
+        }
+    }
+
+    /// The keys written; empty (every primary) when they were too many.
+    fn keys(self) -> Vec<String> {
+        if self.keys.len() > Self::MAX {
+            Vec::new()
+        } else {
+            self.keys
+        }
+    }
 }
 
 impl Invalidation {

@@ -139,8 +139,17 @@ impl ClusterSource {
         &self,
         request: &Request,
         node: Option<&str>,
+        written: &[String],
     ) -> RedisResult<Value> {
         let mut conn = self.async_connection().await?;
+        if let (Request::Command(cmd), false) = (request, written.is_empty()) {
+            // To the primaries of the slots written, each on its connection.
+            let sends = slots_of(written).into_iter().map(|slot| {
+                let (mut conn, cmd) = (conn.clone(), cmd.clone());
+                async move { conn.route_command(cmd, to_slot(slot)).await }
+            });
+            return smallest(futures_util::future::join_all(sends).await);
+        }
         match (request, node) {
             (Request::Command(cmd), Some(node)) => {
                 conn.route_command(cmd.clone(), by_address(node)?).await
@@ -170,6 +179,7 @@ impl ClusterSource {
         &self,
         request: &Request,
         node: Option<&str>,
+        written: &[String],
         timeout: Duration,
     ) -> RedisResult<Value> {
         let client = self.client.as_ref().ok_or_else(|| {
@@ -190,6 +200,12 @@ impl ClusterSource {
         conn.set_read_timeout(Some(timeout))?;
         conn.set_write_timeout(Some(timeout))?;
         let reply = match (request, node) {
+            (Request::Command(cmd), _) if !written.is_empty() => smallest(
+                slots_of(written)
+                    .into_iter()
+                    .map(|slot| conn.route_command(cmd, to_slot(slot)))
+                    .collect(),
+            ),
             (Request::Command(cmd), Some(node)) => conn.route_command(cmd, by_address(node)?),
             (Request::Command(cmd), None) => cmd.query(&mut conn),
             (Request::Pipeline(pipe), _) => {
@@ -225,6 +241,32 @@ fn cluster_client<T: redis::IntoConnectionInfo>(
         .max_retry_wait(200)
         .connection_timeout(Duration::from_secs(1))
         .build()
+}
+
+/// The distinct hash slots of `keys`.
+fn slots_of(keys: &[String]) -> Vec<u16> {
+    let mut slots: Vec<u16> = keys.iter().map(|key| hash_slot(key.as_bytes())).collect();
+    slots.sort_unstable();
+    slots.dedup();
+    slots
+}
+
+/// Route to the primary serving `slot`.
+fn to_slot(slot: u16) -> RoutingInfo {
+    RoutingInfo::SingleNode(SingleNodeRoutingInfo::SpecificNode(
+        redis::cluster_routing::Route::new(slot, redis::cluster_routing::SlotAddr::Master),
+    ))
+}
+
+/// The smallest of integer replies (how many replicas acknowledged, per
+/// primary); the first error if any.
+fn smallest(replies: Vec<RedisResult<Value>>) -> RedisResult<Value> {
+    let mut least: Option<i64> = None;
+    for reply in replies {
+        let count: i64 = redis::from_redis_value(reply?)?;
+        least = Some(least.map_or(count, |least| least.min(count)));
+    }
+    Ok(Value::Int(least.unwrap_or(0)))
 }
 
 /// Route to the node at `host:port`.

@@ -88,6 +88,14 @@ pub(crate) trait Op {
     fn node(&self) -> Option<&str> {
         None
     }
+    /// On a Redis Cluster, for a keyless command about earlier writes
+    /// (`WAIT`): the keys written, whose slots' primaries it goes to, the
+    /// replies combined by their minimum. Empty (the default): routed as
+    /// redis-rs routes the command.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn written(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// The argument that says which lease a script works on.
@@ -491,6 +499,8 @@ impl Op for ReadLog {
 pub(crate) struct WaitReplicas {
     pub(crate) replicas: u32,
     pub(crate) timeout: Duration,
+    /// On a cluster, the keys written (empty: ask every primary).
+    pub(crate) written: Vec<String>,
 }
 
 impl Op for WaitReplicas {
@@ -511,6 +521,9 @@ impl Op for WaitReplicas {
     fn apply(&self, _: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
         // One process, no replicas: nothing to wait for.
         self.replicas
+    }
+    fn written(&self) -> &[String] {
+        &self.written
     }
 }
 

@@ -499,12 +499,12 @@ impl RedisStore {
     ) -> Result<O::Output> {
         let request = op.request(&self.context(false));
         let attempt = async {
-            let mut reply = cluster.send_async(&request, op.node()).await;
+            let mut reply = cluster.send_async(&request, op.node(), op.written()).await;
             if reply.as_ref().is_err_and(is_noscript) {
                 // A node without our scripts (restarted, or a promoted
                 // replica that never ran them): send them by body.
                 let by_body = op.request(&self.context(true));
-                reply = cluster.send_async(&by_body, op.node()).await;
+                reply = cluster.send_async(&by_body, op.node(), op.written()).await;
             }
             reply
         };
@@ -527,9 +527,11 @@ impl RedisStore {
             return Err(Error::NoBlockingConnection { command: O::NAME });
         }
         let request = op.request(&self.context(false));
-        let mut reply = cluster.send_blocking(&request, op.node(), timeout);
+        let (node, written) = (op.node(), op.written());
+        let mut reply = cluster.send_blocking(&request, node, written, timeout);
         if reply.as_ref().is_err_and(is_noscript) {
-            reply = cluster.send_blocking(&op.request(&self.context(true)), op.node(), timeout);
+            let by_body = op.request(&self.context(true));
+            reply = cluster.send_blocking(&by_body, node, written, timeout);
         }
         match reply {
             Ok(value) => op
