@@ -15,6 +15,7 @@
 #[macro_use]
 mod fixtures;
 
+mod batch;
 mod correctness;
 mod decorator;
 mod decorator_blocking;

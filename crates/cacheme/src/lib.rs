@@ -48,6 +48,7 @@ pub mod key;
 mod local;
 mod lookup;
 mod manager;
+mod many;
 mod memo;
 mod node;
 mod nonfinite;
@@ -100,6 +101,7 @@ pub mod __private {
             State, Stored, VERSION, placeholder, seal,
         };
     }
+    pub use crate::many::{load_many, load_many_blocking};
     pub use crate::memo::{
         DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
         ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,
