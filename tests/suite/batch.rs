@@ -440,3 +440,89 @@ async fn round_trips_and_per_id_failures_on_redis() {
     assert_eq!(kind, "hash", "the failed id is not stored");
     assert!(fx.cache.stats().store_error >= 1);
 }
+
+// ------------------------------------------------------ #[cacheme] batch --
+
+mod memoized {
+    use std::collections::{BTreeMap, HashMap};
+    use std::sync::Mutex;
+
+    use cacheme::{Cache, cacheme};
+
+    use super::{BatchCatNode, cat_of};
+    use crate::fixtures::Cat;
+
+    /// The ids each call of a body got.
+    type Calls = Mutex<Vec<Vec<u64>>>;
+
+    /// A `Vec` result: `by` tells each cat's id. Cats above 100 do not exist.
+    #[cacheme(batch = ids, each = id, key = format!("memo-cat:{id}"), by = |cat: &Cat| cat.id,
+              cache = cache, tag = "batch_memo_cats")]
+    async fn get_cats(cache: &Cache, calls: &Calls, ids: Vec<u64>) -> Vec<Cat> {
+        calls.lock().expect("calls").push(ids.clone());
+        ids.into_iter()
+            .filter(|id| *id <= 100)
+            .map(cat_of)
+            .collect()
+    }
+
+    /// A map result, per node, with a `Result`.
+    #[cacheme(batch = ids, each = id, node = BatchCatNode { id }, cache = cache)]
+    async fn cats_by_id(
+        cache: &Cache,
+        calls: &Calls,
+        ids: Vec<u64>,
+    ) -> Result<HashMap<u64, Cat>, std::io::Error> {
+        calls.lock().expect("calls").push(ids.clone());
+        if ids.contains(&666) {
+            return Err(std::io::Error::other("cursed id"));
+        }
+        Ok(ids.into_iter().map(|id| (id, cat_of(id))).collect())
+    }
+
+    /// A plain fn, with a `BTreeMap`.
+    #[cacheme(batch = ids, each = id, key = format!("memo-name:{id}"), cache = cache)]
+    fn names(cache: &Cache, calls: &Calls, ids: Vec<u64>) -> BTreeMap<u64, String> {
+        calls.lock().expect("calls").push(ids.clone());
+        ids.into_iter()
+            .map(|id| (id, format!("name {id}")))
+            .collect()
+    }
+
+    on_both_stores! {
+        /// Only the missing ids reach the body; results keep the order of
+        /// the ids (a `Vec`) or carry them (a map); absent ids are left out.
+        async fn only_missing_ids_reach_the_body(fx) {
+            let calls = Calls::default();
+            let cats = get_cats(&fx.cache, &calls, vec![1, 2]).await;
+            assert_eq!(cats, [cat_of(1), cat_of(2)]);
+            let cats = get_cats(&fx.cache, &calls, vec![3, 1, 101, 3, 2]).await;
+            assert_eq!(cats, [cat_of(3), cat_of(1), cat_of(3), cat_of(2)], "101 does not exist");
+            assert_eq!(*calls.lock().expect("calls"), [vec![1, 2], vec![3, 101]]);
+            assert!(get_cats(&fx.cache, &calls, vec![]).await.is_empty());
+            assert_eq!(calls.lock().expect("calls").len(), 2);
+
+            let calls = Calls::default();
+            let cats = cats_by_id(&fx.cache, &calls, vec![5, 6]).await.expect("loads");
+            assert_eq!(cats, HashMap::from([(5, cat_of(5)), (6, cat_of(6))]));
+            // The node's key: the manager sees what the fn cached.
+            assert_eq!(fx.cache.objects::<BatchCatNode>().get_many([5, 6, 7]).await, [Some(cat_of(5)), Some(cat_of(6)), None]);
+            let error = cats_by_id(&fx.cache, &calls, vec![5, 666]).await.expect_err("cursed");
+            assert_eq!(error.to_string(), "cursed id");
+            let cats = cats_by_id(&fx.cache, &calls, vec![6, 7]).await.expect("loads");
+            assert_eq!(cats.len(), 2);
+            assert_eq!(*calls.lock().expect("calls"), [vec![5, 6], vec![666], vec![7]]);
+
+            let cache = fx.cache.clone();
+            tokio::task::spawn_blocking(move || {
+                let calls = Calls::default();
+                assert_eq!(names(&cache, &calls, vec![1, 2]).len(), 2);
+                let got = names(&cache, &calls, vec![2, 3]);
+                assert_eq!(got, BTreeMap::from([(2, "name 2".to_owned()), (3, "name 3".to_owned())]));
+                assert_eq!(*calls.lock().expect("calls"), [vec![1, 2], vec![3]]);
+            })
+            .await
+            .expect("blocking");
+        }
+    }
+}

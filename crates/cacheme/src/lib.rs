@@ -101,7 +101,9 @@ pub mod __private {
             State, Stored, VERSION, placeholder, seal,
         };
     }
-    pub use crate::many::{load_many, load_many_blocking};
+    pub use crate::many::{
+        load_many, load_many_blocking, map_of, own_error as batch_error, vec_of, vec_pairs,
+    };
     pub use crate::memo::{
         DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
         ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,

@@ -201,7 +201,57 @@ where
     I: IntoIterator<Item = (A, V)>,
     E: Send + Sync + 'static,
 {
-    batch::load_many_async(lookups, args, key_of, loader).await
+    batch::load_many_async(memo_lookups(lookups), args, key_of, loader).await
+}
+
+/// A `#[cacheme]` fn's error type cannot carry a timeout: past the hard
+/// timeout its call is served an expired value if there is one, else waits
+/// (as `load_unless_skipped` does for single values).
+fn memo_lookups<'a, V: CacheValue>(lookups: Vec<Lookup<'a, V>>) -> Vec<Lookup<'a, V>> {
+    lookups
+        .into_iter()
+        .map(|lookup| lookup.timeout_errors(false))
+        .collect()
+}
+
+/// Not public API: a batch fn's `Vec<V>` as the loader's `(id, value)`
+/// pairs, each id computed by the fn's `by = ..`.
+#[doc(hidden)]
+pub fn vec_pairs<T, V>(values: Vec<V>, by: impl Fn(&V) -> T) -> Vec<(T, V)> {
+    values
+        .into_iter()
+        .map(|value| (by(&value), value))
+        .collect()
+}
+
+/// Not public API: a batch fn's `Vec<V>` result: the values found, in the
+/// order of the ids (absent ones left out, duplicates repeated).
+#[doc(hidden)]
+pub fn vec_of<V>(values: Vec<Option<V>>) -> Vec<V> {
+    values.into_iter().flatten().collect()
+}
+
+/// Not public API: a batch fn's map result (`HashMap<T, V>`, `BTreeMap<T,
+/// V>`...): each id found, with its value.
+#[doc(hidden)]
+pub fn map_of<T: Clone, V, M: FromIterator<(T, V)>>(ids: &[T], values: Vec<Option<V>>) -> M {
+    ids.iter()
+        .cloned()
+        .zip(values)
+        .filter_map(|(id, value)| Some((id, value?)))
+        .collect()
+}
+
+/// Not public API: the loader's error of a batch fn (its lookups share no
+/// errors and give no timeouts).
+#[doc(hidden)]
+pub fn own_error<E>(error: LoadError<E>) -> E {
+    match error {
+        LoadError::Own(error) => error,
+        LoadError::Shared(_) | LoadError::TimedOut(_) => {
+            unreachable!("a batch fn's lookups share no errors and give no timeouts")
+        }
+    }
 }
 
 /// Not public API: [`load_many`] for blocking code.
@@ -219,5 +269,5 @@ where
     I: IntoIterator<Item = (A, V)>,
     E: Send + Sync + 'static,
 {
-    batch::load_many_blocking(lookups, args, key_of, loader)
+    batch::load_many_blocking(memo_lookups(lookups), args, key_of, loader)
 }
