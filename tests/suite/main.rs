@@ -29,3 +29,4 @@ mod public_api;
 mod settings;
 mod sources;
 mod storage;
+mod writes;

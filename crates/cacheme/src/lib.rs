@@ -62,6 +62,7 @@ mod storage;
 mod subscriber;
 mod tags;
 mod wakeups;
+mod writes;
 
 pub use cache::{Cache, global, install};
 pub use codec::{Codec, CodecError, CodecOperation};

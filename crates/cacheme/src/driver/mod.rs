@@ -18,6 +18,7 @@ pub(crate) mod batch;
 mod lease;
 mod run;
 mod steps;
+pub(crate) mod write;
 
 use std::future::Future;
 use std::sync::Arc;
