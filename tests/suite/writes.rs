@@ -117,3 +117,36 @@ on_both_stores! {
         .expect("blocking");
     }
 }
+
+/// With `ttl_jitter_percent`, the stored TTLs of keys written together
+/// spread over ± that share of the TTL (on Redis, read with `PTTL`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_jitter_spreads_expiries() {
+    let server = cacheme_test_support::RedisServer::start();
+    let cache = cacheme::Cache::builder()
+        .redis_url(server.url())
+        .ttl_jitter_percent(50)
+        .build()
+        .expect("cache");
+    let mut conn = server.connection();
+    let mut ttls = Vec::new();
+    for id in 0..40 {
+        cache
+            .objects::<WrittenNode>()
+            .set(id, format!("v{id}"))
+            .await
+            .expect("set");
+        let pttl: i64 = redis::cmd("PTTL")
+            .arg(format!("{}{{written:{id}}}", cache.prefix()))
+            .query(&mut conn)
+            .expect("PTTL");
+        assert!(
+            (140_000..=450_000).contains(&pttl),
+            "{pttl} ms for a 300 s TTL ± 50 %"
+        );
+        ttls.push(pttl / 1000);
+    }
+    ttls.sort_unstable();
+    ttls.dedup();
+    assert!(ttls.len() > 20, "the expiries spread: {ttls:?}");
+}
