@@ -84,6 +84,11 @@ pub use cacheme_derive::{InvalidNode, Node, cacheme};
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+/// The examples of docs/batch.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/batch.md")]
+struct BatchDoctests;
+
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {
