@@ -10,7 +10,9 @@
 //!    wait for it as they would alone);
 //! 3. **one pipeline of reads**: each read is the claim of its key when it
 //!    is empty (`SET key <placeholder> NX PX <lease> GET`), so this is the
-//!    `MGET` and the claims of the cold keys in one round trip;
+//!    `MGET` and the claims of the cold keys in one round trip (a read to
+//!    make again, after a foreign Redis type was repaired or on a full
+//!    server, is made on its own);
 //! 4. one pipeline of refresh claims, for the keys whose value is stale for
 //!    this reader or unusable (their flows ask to claim the lease key);
 //! 5. **one loader call** with every key whose flow must load: the keys this
@@ -161,13 +163,15 @@ where
     /// store; lead it with a run, or leave the key to the single-key driver.
     fn join_flights(&mut self) {
         let inner = self.inner;
+        // (A flight older than the longest load is hung: lead a new one.)
+        let hung_after = inner.settings().max_load_time;
         for slot in &mut self.slots {
             if !matches!(slot.way, Way::Joined) {
                 continue;
             }
             let lookup = &self.lookups[slot.index];
             let keys = inner.store_keys(&lookup.key);
-            if let Join::Leader(leader) = inner.flights.join(keys.value()) {
+            if let Join::Leader(leader) = inner.flights.join(keys.value(), hung_after) {
                 let flow = ReadFlow::read(inner.policy_for(lookup, false));
                 let run = Run::new(lookup, inner, keys, Some(leader), flow);
                 slot.way = Way::Run(Box::new(run), Step::Read);
@@ -500,6 +504,24 @@ macro_rules! load_many {
                 for (position, reply) in reading.into_iter().zip(replies) {
                     batch.advance(position, |run| run.after_read(reply));
                 }
+            }
+
+            // 3b. Reads to make again, one by one (rare): after a key of
+            // another Redis type (repaired: deleted), or as plain GETs on a
+            // full server.
+            for position in batch.at(|step| *step == Step::Read) {
+                let Way::Run(run, _) = &mut batch.slots[position].way else {
+                    continue;
+                };
+                if let Some(repair) = run.repair_op() {
+                    let _ = backend.$run_op(&repair, &report)$(.$await)?;
+                }
+                let reply = if run.reads_only() {
+                    backend.$run_op(&run.get_op(), &report)$(.$await)?
+                } else {
+                    backend.$run_op(&run.read_op(), &report)$(.$await)?
+                };
+                batch.advance(position, |run| run.after_read(reply));
             }
 
             // 4. One pipeline of refresh claims.
