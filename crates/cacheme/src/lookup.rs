@@ -537,6 +537,19 @@ pub(crate) fn jittered(ttl: Duration, percent: u8, key: &str) -> Duration {
     Duration::from_millis(u64::try_from(moved.max(1)).unwrap_or(u64::MAX))
 }
 
+/// The steps of a `get`.
+enum GetStep<V> {
+    Done(V),
+    Read(GetRead<V>),
+}
+
+/// A `get` about to read the store.
+struct GetRead<V> {
+    local: Option<driver::LocalUse<V>>,
+    settings: std::sync::Arc<crate::Settings>,
+    keys: crate::key::StoreKeys,
+}
+
 #[cfg(test)]
 mod jitter_tests {
     use super::jittered;
@@ -560,17 +573,4 @@ mod jitter_tests {
         assert_eq!(jittered(ttl, 10, "cat:7"), jittered(ttl, 10, "cat:7"));
         assert!(jittered(Duration::from_millis(1), 100, "k") >= Duration::from_millis(1));
     }
-}
-
-/// The steps of a `get`.
-enum GetStep<V> {
-    Done(V),
-    Read(GetRead<V>),
-}
-
-/// A `get` about to read the store.
-struct GetRead<V> {
-    local: Option<driver::LocalUse<V>>,
-    settings: std::sync::Arc<crate::Settings>,
-    keys: crate::key::StoreKeys,
 }
