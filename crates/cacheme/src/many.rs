@@ -27,7 +27,7 @@ impl<N: Node> Manager<N> {
 
     /// The cached values of many ids, in the order of `ids` (`None` for a
     /// miss); never runs a loader. The local tier first, then one round
-    /// trip (a pipeline of `GET`s) for the rest; duplicate ids are read
+    /// trip (an `MGET`) for the rest; duplicate ids are read
     /// once. Store trouble reads as misses, as with [`get`](Self::get).
     ///
     /// ```
@@ -81,10 +81,10 @@ impl<N: Node> Manager<N> {
     /// loaded is cached, and the leases are given back).
     ///
     /// Round trips: none when the local tier has every value; otherwise one
-    /// pipeline of reads, each of which also claims its key when it is empty
-    /// (`SET key placeholder NX PX lease GET`), then the loader, then one
-    /// pipeline of fills; one more for refresh claims when some values are
-    /// stale for this reader. Each id keeps the single-key guarantees: one
+    /// `MGET`; for the keys it found empty, one pipeline of claims (`SET key
+    /// placeholder NX PX lease GET`), then the loader, then one pipeline of
+    /// fills; one more for refresh claims when some values are stale for
+    /// this reader. Each id keeps the single-key guarantees: one
     /// load per cold id across processes, no stale set, hit and miss hooks
     /// and stats per id, and store trouble that only makes that id load
     /// without being stored.

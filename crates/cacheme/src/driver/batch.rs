@@ -8,11 +8,11 @@
 //! 2. the in-process flight of every key: keys another caller of this
 //!    process is reading or loading are left to the single-key driver (they
 //!    wait for it as they would alone);
-//! 3. **one pipeline of reads**: each read is the claim of its key when it
-//!    is empty (`SET key <placeholder> NX PX <lease> GET`), so this is the
-//!    `MGET` and the claims of the cold keys in one round trip (a read to
-//!    make again, after a foreign Redis type was repaired or on a full
-//!    server, is made on its own);
+//! 3. **one `MGET`** of every key; then, for the keys it found empty,
+//!    **one pipeline of claims**: the protocol's claiming read (`SET key
+//!    <placeholder> NX PX <lease> GET`), which reads a key filled meanwhile
+//!    and claims an empty one (a read to make again, after a foreign Redis
+//!    type was repaired or on a full server, is made on its own);
 //! 4. one pipeline of refresh claims, for the keys whose value is stale for
 //!    this reader or unusable (their flows ask to claim the lease key);
 //! 5. **one loader call** with every key whose flow must load: the keys this
@@ -39,7 +39,7 @@ use crate::error::LoadError;
 use crate::flight::Join;
 use crate::lookup::{CacheValue, Lookup};
 use crate::protocol::{ReadFlow, Step};
-use crate::storage::batch::{Pipelined, each};
+use crate::storage::batch::{MultiGet, Pipelined, each};
 use crate::wakeups::Ticket;
 
 /// Why an element of a batch has no value, as its [`Run`] records it.
@@ -491,17 +491,40 @@ macro_rules! load_many {
             let settings = inner.settings();
             let report = inner.reporting(&settings);
 
-            // 3. One pipeline of reads (each the claim of an empty key).
+            // 3. One MGET of every key; then, for the keys it found empty,
+            // one pipeline of claiming reads (`SET NX PX GET`: a key filled
+            // meanwhile is read, an empty one claimed).
             let reading = batch.at(|step| *step == Step::Read);
             if !reading.is_empty() {
-                let ops: Vec<_> = reading.iter().map(|&p| batch.run(p).read_op()).collect();
+                let keys: Vec<_> = reading.iter().map(|&p| &batch.run(p).keys).collect();
+                let found = backend.$run_op(&MultiGet { keys: &keys }, &report)$(.$await)?;
+                drop(keys);
+                match found {
+                    Ok(found) => {
+                        for (position, bytes) in reading.into_iter().zip(found) {
+                            if let Some(bytes) = bytes {
+                                batch.advance(position, |run| run.after_read(Ok(Some(bytes))));
+                            }
+                        }
+                    }
+                    // (No claim was sent: nothing to give back.)
+                    Err(_) => {
+                        for position in reading {
+                            batch.advance(position, |run| run.flow.on_store_error());
+                        }
+                    }
+                }
+            }
+            let claiming = batch.at(|step| *step == Step::Read);
+            if !claiming.is_empty() {
+                let ops: Vec<_> = claiming.iter().map(|&p| batch.run(p).read_op()).collect();
                 let replies = each(
                     backend.$run_op(&Pipelined::per_op_errors(&ops), &report)$(.$await)?,
                     ops.len(),
                     &report,
                 );
                 drop(ops);
-                for (position, reply) in reading.into_iter().zip(replies) {
+                for (position, reply) in claiming.into_iter().zip(replies) {
                     batch.advance(position, |run| run.after_read(reply));
                 }
             }
@@ -778,7 +801,7 @@ impl<'r, 'a, V: CacheValue> GetMany<'r, 'a, V> {
 }
 
 /// `get_many`: the cached values of `lookups`, in their order, from the
-/// local tier and then one pipeline of `GET`s; never loads. Store trouble
+/// local tier and then one `MGET`; never loads. Store trouble
 /// reads as misses (logged and counted).
 pub(crate) async fn get_many_async<V: CacheValue>(lookups: &[Lookup<'_, V>]) -> Vec<Option<V>> {
     let many = GetMany::new(lookups);
@@ -791,19 +814,26 @@ pub(crate) async fn get_many_async<V: CacheValue>(lookups: &[Lookup<'_, V>]) -> 
         return many.out;
     }
     super::sync_async(inner).await;
-    let ops: Vec<_> = many
-        .keys
-        .iter()
-        .map(|keys| crate::storage::Get { keys })
-        .collect();
+    let keys: Vec<_> = many.keys.iter().collect();
     let settings = inner.settings();
-    let reply = inner
-        .backend
-        .run(&Pipelined::per_op_errors(&ops), &inner.reporting(&settings))
-        .await;
-    let replies = each(reply, ops.len(), &inner.reporting(&settings));
-    drop(ops);
+    let report = inner.reporting(&settings);
+    let reply = inner.backend.run(&MultiGet { keys: &keys }, &report).await;
+    let replies = split(reply, keys.len());
+    drop(keys);
     many.after_read(replies)
+}
+
+/// An `MGET`'s reply, one per key: its own, or a share of its failure.
+fn split(
+    reply: crate::Result<Vec<Option<Vec<u8>>>>,
+    len: usize,
+) -> Vec<crate::Result<Option<Vec<u8>>>> {
+    match reply {
+        Ok(found) => found.into_iter().map(Ok).collect(),
+        Err(error) => (0..len)
+            .map(|_| Err(crate::storage::batch::share_of(&error)))
+            .collect(),
+    }
 }
 
 /// [`get_many_async`] for blocking code.
@@ -814,16 +844,13 @@ pub(crate) fn get_many_blocking<V: CacheValue>(lookups: &[Lookup<'_, V>]) -> Vec
     };
     let inner = &first.cache.inner;
     super::sync_blocking(inner);
-    let ops: Vec<_> = many
-        .keys
-        .iter()
-        .map(|keys| crate::storage::Get { keys })
-        .collect();
+    let keys: Vec<_> = many.keys.iter().collect();
     let settings = inner.settings();
+    let report = inner.reporting(&settings);
     let reply = inner
         .backend
-        .run_blocking(&Pipelined::per_op_errors(&ops), &inner.reporting(&settings));
-    let replies = each(reply, ops.len(), &inner.reporting(&settings));
-    drop(ops);
+        .run_blocking(&MultiGet { keys: &keys }, &report);
+    let replies = split(reply, keys.len());
+    drop(keys);
     many.after_read(replies)
 }

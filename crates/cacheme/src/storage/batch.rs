@@ -27,6 +27,37 @@ impl OneCommand for ClaimRefresh<'_> {}
 impl OneCommand for Fill<'_> {}
 impl OneCommand for Release<'_> {}
 
+/// Read many value keys in one command (`MGET`): nothing else. A key of
+/// another Redis type reads as empty (`MGET` does not fail for it).
+pub(crate) struct MultiGet<'a> {
+    pub(crate) keys: &'a [&'a crate::key::StoreKeys],
+}
+
+impl Op for MultiGet<'_> {
+    /// What each key holds, in order.
+    type Output = Vec<Option<Vec<u8>>>;
+    const NAME: &'static str = "MGET";
+    fn subject(&self) -> &str {
+        self.keys.first().map_or("", |keys| keys.value())
+    }
+    fn request(&self, _: &RedisContext<'_>) -> Request {
+        let mut cmd = ::redis::cmd("MGET");
+        for keys in self.keys {
+            cmd.arg(keys.value());
+        }
+        Request::Command(cmd)
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        Ok(::redis::from_redis_value(value)?)
+    }
+    fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
+        self.keys
+            .iter()
+            .map(|keys| state.get(keys.value(), now_ms))
+            .collect()
+    }
+}
+
 /// Many ops of one kind, sent in one pipeline.
 pub(crate) struct Pipelined<'o, O> {
     ops: &'o [O],
