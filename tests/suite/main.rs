@@ -15,6 +15,7 @@
 #[macro_use]
 mod fixtures;
 
+mod batch;
 mod cluster;
 mod correctness;
 mod decorator;
@@ -29,3 +30,4 @@ mod public_api;
 mod settings;
 mod sources;
 mod storage;
+mod writes;

@@ -300,9 +300,11 @@ fn by_slot(pipe: &Pipeline) -> Vec<(Option<u16>, Vec<usize>)> {
     groups
 }
 
-/// A pipeline of some of `pipe`'s commands.
+/// A pipeline of some of `pipe`'s commands. Its errors are replies (so that
+/// a batch's per-op errors stay per op); see [`reassemble`].
 fn pipeline_of(pipe: &Pipeline, commands: &[usize]) -> Pipeline {
     let mut group = redis::pipe();
+    group.ignore_errors();
     for (index, cmd) in pipe.cmd_iter().enumerate() {
         if commands.contains(&index) {
             group.add_command(cmd.clone());
@@ -312,7 +314,10 @@ fn pipeline_of(pipe: &Pipeline, commands: &[usize]) -> Pipeline {
 }
 
 /// The replies of the slot groups, back in the pipeline's order; the first
-/// error if a group failed.
+/// error if a group failed, or if a command met `NOSCRIPT` (so that the
+/// request is sent again with the scripts' bodies, as on one server). Other
+/// errors stay in the array: an op that reads several replies fails on
+/// them, a batch judges each.
 fn reassemble(
     len: usize,
     groups: &[(Option<u16>, Vec<usize>)],
@@ -321,6 +326,11 @@ fn reassemble(
     let mut ordered = vec![Value::Nil; len];
     for ((_, commands), reply) in groups.iter().zip(replies) {
         for (index, value) in commands.iter().zip(reply?) {
+            if let Value::ServerError(error) = &value
+                && error.kind() == Some(redis::ServerErrorKind::NoScript)
+            {
+                return Err(error.clone().into());
+            }
             ordered[*index] = value;
         }
     }

@@ -11,6 +11,7 @@
 //! Every op touches one Redis Cluster hash slot: a key's value and lease
 //! (`{key}`), or the invalidation sequence (`{inv}`).
 
+pub(crate) mod batch;
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
 pub(crate) mod memory;
