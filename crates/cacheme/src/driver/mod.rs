@@ -190,7 +190,7 @@ macro_rules! join_or_lead {
                         return $lead(&mut run, loader)$(.$await)?;
                     }
                     Join::Waiter(flight) => {
-                        inner.stats.coalesced();
+                        inner.stats.of(lookup.spec).coalesced();
                         // With a soft timeout, a waiter whose leader holds an
                         // expired value takes it past that time (fail-safe).
                         let (mut budget, soft_timeout) = {
@@ -227,7 +227,7 @@ macro_rules! join_or_lead {
                                 }
                                 // The leader's load outlasts the herd budget:
                                 // load alone, without storing.
-                                inner.stats.wait_exhausted();
+                                inner.stats.of(lookup.spec).wait_exhausted();
                                 let $load_fn = loader.take().expect("the loader is still ours");
                                 return Led::plain($load.map_err(LoadError::Own));
                             }
@@ -278,8 +278,9 @@ fn serve_fallback<V: CacheValue, E, F>(
 ) -> Option<Led<V, E, F>> {
     let bytes = flight.fallback()?;
     let value = Envelope::parse(&bytes).ok()?.decode::<V>().ok()?;
-    inner.stats.hit();
-    inner.stats.fail_safe_served();
+    let stats = inner.stats.of(lookup.spec);
+    stats.hit();
+    stats.fail_safe_served();
     if let Some(hit) = lookup.hit {
         hit(&lookup.key, &value);
     }
@@ -403,7 +404,7 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
         Outcome::Value(bytes) => {
             // (An expired value is what the leader served by the fail-safe:
             // taken too.)
-            let stale = match judge_bytes(inner, &lookup.key, Some(&bytes), now_ms()) {
+            let stale = match judge_bytes(inner, lookup, Some(&bytes), now_ms()) {
                 Found::Value { stale, .. } => stale,
                 _ => return Waited::Retry,
             };
@@ -412,9 +413,10 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
             }
             match Envelope::parse(&bytes).and_then(|e| e.decode::<V>()) {
                 Ok(value) => {
-                    inner.stats.hit();
+                    let stats = inner.stats.of(lookup.spec);
+                    stats.hit();
                     if stale {
-                        inner.stats.stale_hit();
+                        stats.stale_hit();
                     }
                     if let Some(hit) = lookup.hit {
                         hit(&lookup.key, &value);
@@ -456,7 +458,7 @@ impl<V: CacheValue> LocalUse<V> {
             .get::<V>(lookup.spec, &inner.stats, &inner.stamps, &lookup.key)
         {
             Ok(value) => {
-                inner.stats.local_hit();
+                inner.stats.of(lookup.spec).local_hit();
                 if let Some(hit) = lookup.hit {
                     hit(&lookup.key, &value);
                 }
@@ -464,7 +466,7 @@ impl<V: CacheValue> LocalUse<V> {
             }
             Err(None) => Err(None),
             Err(Some(tier)) => {
-                inner.stats.local_miss();
+                inner.stats.of(lookup.spec).local_miss();
                 // Read the sequence before the store: an event after this
                 // point keeps the value read from the store out of the tier.
                 let seq = inner.local.seq();
@@ -528,10 +530,10 @@ pub(crate) fn servable<V: CacheValue>(
     bytes: Option<&[u8]>,
 ) -> Option<(V, bool)> {
     let inner = &lookup.cache.inner;
-    let stats = &inner.stats;
+    let stats = inner.stats.of(lookup.spec);
     // An expired value is a miss for `get`: it is kept only to be served
     // when a reload fails.
-    let stale = match judge_bytes(inner, &lookup.key, bytes, now_ms()) {
+    let stale = match judge_bytes(inner, lookup, bytes, now_ms()) {
         Found::Value {
             stale,
             expired: false,

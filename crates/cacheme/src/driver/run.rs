@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::lease::{HeldLease, new_token};
 use crate::Result;
@@ -17,6 +18,7 @@ use crate::node::InvalidKeys;
 use crate::protocol::{Claim, Found, Lease, ReadFlow, Serve, Step};
 use crate::settings::Settings;
 use crate::stamps::Verdict;
+use crate::stats::Counted;
 use crate::storage::{ClaimRefresh, Fill, Get, ReadClaim, Release, Watch, now_ms};
 
 /// One leader's call: the flow and everything the steps produce.
@@ -26,6 +28,10 @@ pub(crate) struct Run<'r, 'a, V, E> {
     pub(super) settings: Arc<Settings>,
     pub(super) keys: StoreKeys,
     pub(super) flow: ReadFlow,
+    /// Where this call counts: the totals and its node.
+    stats: Counted<'r>,
+    /// When the loader started.
+    load_started: Option<Instant>,
     /// This caller's lease token, made when it first claims (a hit needs none).
     token: OnceCell<String>,
     placeholder: OnceCell<Vec<u8>>,
@@ -70,6 +76,8 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             settings,
             keys,
             flow,
+            stats: inner.stats.of(lookup.spec),
+            load_started: None,
             token: OnceCell::new(),
             placeholder: OnceCell::new(),
             read: None,
@@ -93,6 +101,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self
     }
 
+    /// Where this call counts.
+    pub(super) fn stats(&self) -> Counted<'r> {
+        self.stats
+    }
+
     fn token(&self) -> &str {
         self.token.get_or_init(new_token)
     }
@@ -103,7 +116,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     /// What the key held, judged for this caller.
     fn found(&self) -> Found {
-        judge_bytes(self.inner, &self.lookup.key, self.read.as_deref(), now_ms())
+        judge_bytes(self.inner, self.lookup, self.read.as_deref(), now_ms())
     }
 
     pub(super) fn read_op(&self) -> ReadClaim<'_> {
@@ -129,7 +142,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         Get { keys: &self.keys }
     }
 
-    pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
+    /// The read's reply, and how long the store took to give it.
+    pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>, took: Duration) -> Step {
+        if reply.is_ok() {
+            self.stats.record_read(took);
+        }
         match reply {
             Ok(None) if self.reads_only => {
                 self.read = None;
@@ -216,19 +233,27 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self.held = Some(Box::new(held));
     }
 
-    pub(super) fn begin_wait(&mut self) {
-        self.inner.stats.wait();
+    /// This caller waits for another's load: its span (trace level:
+    /// `cacheme.wait`, ended with whether it was woken).
+    pub(super) fn begin_wait(&mut self) -> tracing::Span {
+        self.stats().wait();
         self.waited = true;
+        crate::stats::span!(TRACE, "cacheme.wait", self.lookup, &self.settings)
     }
 
-    pub(super) fn after_wait(&mut self, woken: bool) -> Step {
+    pub(super) fn after_wait(&mut self, woken: bool, span: &tracing::Span) -> Step {
         if woken {
-            self.inner.stats.woken();
+            self.stats().woken();
         }
+        span.record("outcome", if woken { "woken" } else { "interval" });
         self.flow.on_wait_done()
     }
 
-    pub(super) fn begin_load(&self) {
+    /// The loader is about to run: count it, and open its span (debug
+    /// level: `cacheme.load`, with the node, the key unless
+    /// `Settings::redact_keys`, and the outcome once it ends).
+    pub(super) fn begin_load(&mut self) -> tracing::Span {
+        self.load_started = Some(Instant::now());
         if self.flow.has_fail_safe()
             && let (Some(leader), Some(read)) = (&self.leader, &self.read)
         {
@@ -236,7 +261,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             // after their soft timeout, while this load runs.
             leader.offer_fallback(read);
         }
-        let stats = &self.inner.stats;
+        let stats = self.stats();
         stats.miss();
         stats.load();
         if self.flow.lease().is_none() && self.waited {
@@ -245,6 +270,15 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         if let Some(miss) = self.lookup.miss {
             miss(&self.lookup.key);
         }
+        crate::stats::span!(DEBUG, "cacheme.load", self.lookup, &self.settings)
+    }
+
+    /// The loader ended (or was given up): record how long it ran.
+    fn end_load(&mut self, span: &tracing::Span, outcome: &'static str) {
+        if let Some(started) = self.load_started.take() {
+            self.stats.record_load(started.elapsed());
+        }
+        span.record("outcome", outcome);
     }
 
     /// How long this call waits for its own loader, if a hard timeout
@@ -258,14 +292,24 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     /// The loader outlasted the hard timeout (its future was dropped).
-    pub(super) fn after_timeout(&mut self, after: std::time::Duration) -> Step {
+    pub(super) fn after_timeout(
+        &mut self,
+        after: std::time::Duration,
+        span: &tracing::Span,
+    ) -> Step {
         let _ = after;
-        self.inner.stats.load_timeout();
+        self.end_load(span, "timeout");
+        self.stats().load_timeout();
         self.timed_out = true;
         self.flow.on_loaded(false, false)
     }
 
-    pub(super) fn after_load(&mut self, result: std::result::Result<V, E>) -> Step {
+    pub(super) fn after_load(
+        &mut self,
+        result: std::result::Result<V, E>,
+        span: &tracing::Span,
+    ) -> Step {
+        self.end_load(span, if result.is_ok() { "ok" } else { "error" });
         match result {
             Ok(value) => {
                 let storable = self.seal(&value);
@@ -273,7 +317,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 self.flow.on_loaded(true, storable)
             }
             Err(error) => {
-                self.inner.stats.load_error();
+                self.stats().load_error();
                 self.error = Some(Box::new(error));
                 self.flow.on_loaded(false, false)
             }
@@ -296,7 +340,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         let payload = match codec.encode(value) {
             Ok(payload) => payload,
             Err(error) => {
-                self.inner.stats.not_stored();
+                self.stats().not_stored();
                 tracing::warn!(key = %self.lookup.key, error = %Chain(&error), "cacheme: value does not serialize; returned but not stored");
                 return false;
             }
@@ -313,13 +357,13 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             dependencies: &dependencies,
         };
         let Some(sealed) = envelope::seal(&header, &payload) else {
-            self.inner.stats.not_stored();
+            self.stats().not_stored();
             tracing::warn!(key = %self.lookup.key, "cacheme: a dependency name is longer than 65,535 bytes; returned but not stored");
             return false;
         };
         let max = self.settings.max_value_size;
         if sealed.len() > max {
-            self.inner.stats.not_stored();
+            self.stats().not_stored();
             self.inner
                 .warn_oversize(&self.lookup.key, sealed.len(), max);
             return false;
@@ -333,7 +377,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self.sealed = Some(sealed);
         if !current {
             // Invalidated while it loaded: not stored, not shared.
-            self.inner.stats.fill_revoked();
+            self.stats().fill_revoked();
         }
         current
     }
@@ -393,12 +437,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         }
         match reply {
             Ok(true) => {
-                self.inner.stats.fill();
+                self.stats().fill();
                 self.flow.on_filled(true)
             }
             Ok(false) => {
                 // The lease was revoked by an invalidation while we loaded.
-                self.inner.stats.fill_revoked();
+                self.stats().fill_revoked();
                 self.flow.on_filled(false)
             }
             Err(_) => self.flow.on_store_error(),
@@ -430,7 +474,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         };
         match decoded {
             Ok(value) => {
-                let stats = &self.inner.stats;
+                let stats = self.stats();
                 stats.hit();
                 if serve.stale {
                     stats.stale_hit();
@@ -447,7 +491,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 Ok(value)
             }
             Err(reason) => {
-                self.inner.stats.unreadable();
+                self.stats().unreadable();
                 tracing::warn!(key = %self.lookup.key, reason = %Chain(&reason), "cacheme: stored value does not decode; reloading it");
                 Err(self.flow.on_undecodable())
             }
@@ -527,12 +571,17 @@ pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dep
 
 /// What stored bytes are to a reader of this cache: judged by their state
 /// byte and by the invalidation sequence. Reports what is not ours.
-pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>, now_ms: u64) -> Found {
+pub(crate) fn judge_bytes<V>(
+    inner: &Inner,
+    lookup: &Lookup<'_, V>,
+    read: Option<&[u8]>,
+    now_ms: u64,
+) -> Found {
     match crate::protocol::judge(&inner.stamps, read, now_ms) {
         Ok(found) => found,
         Err(reason) => {
-            inner.stats.unreadable();
-            tracing::warn!(key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
+            inner.stats.of(lookup.spec).unreadable();
+            tracing::warn!(key = %lookup.key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
             Found::Unusable
         }
     }

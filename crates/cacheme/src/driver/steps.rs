@@ -16,7 +16,7 @@ macro_rules! steps {
     (
         $(#[$meta:meta])*
         fn $name:ident<$($generic:ident),*>($loader:ident: $loader_ty:ty) where { $($bound:tt)+ };
-        run_op = $run_op:ident, wait = $wait:ident, load = |$run_id:ident, $load_fn:ident| $load:expr;
+        run_op = $run_op:ident, wait = $wait:ident, load = |$run_id:ident, $load_fn:ident, $span:ident| $load:expr;
         $($async:ident)? $(.$await:tt)?
     ) => {
         $(#[$meta])*
@@ -33,17 +33,18 @@ macro_rules! steps {
             let inner = run.inner;
             let backend = &inner.backend;
             let settings = run.settings.clone();
-            let report = inner.reporting(&settings);
+            let report = inner.reporting(&settings).for_node(run.lookup.spec);
             let mut ticket = None;
             loop {
                 step = match step {
                     Step::Read => {
+                        let started = std::time::Instant::now();
                         let reply = if run.reads_only() {
                             backend.$run_op(&run.get_op(), &report)$(.$await)?
                         } else {
                             backend.$run_op(&run.read_op(), &report)$(.$await)?
                         };
-                        run.after_read(reply)
+                        run.after_read(reply, started.elapsed())
                     }
                     Step::Watch => {
                         ticket = Some(inner.wakeups.listen(run.keys.value()));
@@ -59,15 +60,15 @@ macro_rules! steps {
                         run.after_claim(reply)
                     }
                     Step::Wait(interval) => {
-                        run.begin_wait();
+                        let span = run.begin_wait();
                         let woken = match ticket.take() {
                             Some(ticket) => ticket.$wait(interval)$(.$await)?,
                             None => false,
                         };
-                        run.after_wait(woken)
+                        run.after_wait(woken, &span)
                     }
                     Step::Load => {
-                        run.begin_load();
+                        let $span = run.begin_load();
                         let $load_fn = $loader.take().expect("a flow loads at most once");
                         let $run_id = &mut *run;
                         $load
@@ -108,14 +109,18 @@ steps! {
     // Boxed: the loader's future (any size) would otherwise be inline in the
     // protocol's future, which every remote hit allocates. Bounded by the
     // hard timeout when one applies (the future is then dropped).
-    load = |run, load| match run.hard_timeout() {
-        Some(hard) => match Box::pin(tokio::time::timeout(hard, load())).await {
-            Ok(result) => run.after_load(result),
-            Err(_) => run.after_timeout(hard),
-        },
+    // (The loader runs inside its span.)
+    load = |run, load, span| match run.hard_timeout() {
+        Some(hard) => {
+            let loading = tracing::Instrument::instrument(load(), span.clone());
+            match Box::pin(tokio::time::timeout(hard, loading)).await {
+                Ok(result) => run.after_load(result, &span),
+                Err(_) => run.after_timeout(hard, &span),
+            }
+        }
         None => {
-            let result = Box::pin(load()).await;
-            run.after_load(result)
+            let result = Box::pin(tracing::Instrument::instrument(load(), span.clone())).await;
+            run.after_load(result, &span)
         }
     };
     async .await
@@ -125,8 +130,8 @@ steps! {
     /// The blocking loop: the same, without `.await`.
     fn steps_blocking<F>(loader: F) where { F: FnOnce() -> Result<V, E> };
     // (A blocking loader cannot be interrupted: no hard timeout here.)
-    run_op = run_blocking, wait = wait_blocking, load = |run, load| {
-        let result = load();
-        run.after_load(result)
+    run_op = run_blocking, wait = wait_blocking, load = |run, load, span| {
+        let result = span.in_scope(load);
+        run.after_load(result, &span)
     };
 }

@@ -24,7 +24,7 @@ use crate::breaker::{Admission, Limits, Outcome, WarnGate};
 use crate::events::SequenceKeys;
 use crate::key::StoreKeys;
 use crate::protocol::{Claim, Lease};
-use crate::stats::Stats;
+use crate::stats::{Counted, Stats};
 use crate::wakeups::Wakeups;
 use crate::{Error, Result};
 
@@ -555,11 +555,22 @@ impl std::fmt::Debug for Backend {
 pub(crate) struct Reporting<'a> {
     pub(crate) wakeups: &'a Wakeups,
     pub(crate) stats: &'a Stats,
+    /// Where the op's counts go: the totals, and the node of the call
+    /// that sent it (see [`Reporting::for_node`]).
+    pub(crate) counted: Counted<'a>,
     pub(crate) warn_gate: &'a WarnGate,
     /// The per-operation timeout.
     pub(crate) timeout: Duration,
     /// When the circuit breaker opens, and for how long.
     pub(crate) limits: Limits,
+}
+
+impl<'a> Reporting<'a> {
+    /// Count the ops in the node of `spec` too.
+    pub(crate) fn for_node(mut self, spec: &'static crate::Spec) -> Self {
+        self.counted = self.stats.of(spec);
+        self
+    }
 }
 
 impl Backend {
@@ -604,14 +615,14 @@ impl Backend {
 fn admit<O: Op>(store: &RedisStore, report: &Reporting<'_>) -> Result<Admission> {
     match store.breaker.admit(Instant::now()) {
         Admission::Refuse { retry_in } => {
-            report.stats.short_circuited();
+            report.counted.short_circuited();
             Err(Error::Unavailable {
                 command: O::NAME,
                 retry_in,
             })
         }
         admission => {
-            report.stats.store_request();
+            report.counted.store_request();
             Ok(admission)
         }
     }
@@ -638,7 +649,7 @@ fn record<T>(
         );
     }
     if let Err(error) = &result {
-        report.stats.store_error();
+        report.counted.store_error();
         if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
             tracing::warn!(error = %crate::error::Chain(error), held_back, "cacheme store operation failed");
         }
@@ -663,7 +674,7 @@ fn unreachable(error: &Error) -> bool {
 }
 
 fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Output {
-    report.stats.store_request();
+    report.counted.store_request();
     let mut wake = Vec::new();
     let output = store.with(|state| op.apply(state, now_ms(), &mut wake));
     for key in &wake {
