@@ -27,4 +27,5 @@ mod protocol;
 mod public_api;
 mod settings;
 mod sources;
+mod stats;
 mod storage;

@@ -124,7 +124,8 @@ async fn invalidate(global: &Global, targets: Targets) -> Result<ExitCode, CliEr
             }
         }
     };
-    bar.finish_and_clear();
+    // (The last state stays on screen: how far it got.)
+    bar.finish();
     let count = result.map_err(|source| CliError::Cache {
         what: "the invalidation failed",
         source,

@@ -139,3 +139,104 @@ fn describe() {
         "How long reads of the store took, by node"
     );
 }
+
+#[cfg(test)]
+mod tests {
+    use metrics_util::debugging::{DebugValue, DebuggingRecorder};
+
+    /// A metric's value in a snapshot, by name and labels.
+    fn find<'a>(
+        metrics: &'a [(
+            metrics_util::CompositeKey,
+            Option<metrics::Unit>,
+            Option<metrics::SharedString>,
+            DebugValue,
+        )],
+        name: &str,
+        labels: &[(&str, &str)],
+    ) -> Option<&'a DebugValue> {
+        metrics.iter().find_map(|(key, _, _, value)| {
+            let key = key.key();
+            let matches = key.name() == name
+                && labels.iter().all(|(l, v)| {
+                    key.labels()
+                        .any(|label| label.key() == *l && label.value() == *v)
+                });
+            matches.then_some(value)
+        })
+    }
+
+    #[tokio::test(flavor = "current_thread")]
+    async fn the_facade_gets_per_node_series() {
+        let cache = crate::Cache::builder().build().expect("memory store");
+        for _ in 0..3 {
+            let _: u32 = cache
+                .lookup("k")
+                .load(|| async { Ok::<_, std::io::Error>(1) })
+                .await
+                .expect("loads");
+        }
+        let recorder = DebuggingRecorder::new();
+        let snapshotter = recorder.snapshotter();
+        metrics::with_local_recorder(&recorder, || cache.publish_stats())
+            .expect("memory: nothing to publish");
+        let metrics = snapshotter.snapshot().into_vec();
+        let counter = |name, labels: &[(&str, &str)]| match find(&metrics, name, labels) {
+            Some(DebugValue::Counter(value)) => *value,
+            other => panic!("{name} {labels:?}: {other:?}"),
+        };
+        assert_eq!(
+            counter(
+                "cacheme_requests_total",
+                &[("node", "lookup"), ("result", "hit")]
+            ),
+            2
+        );
+        assert_eq!(
+            counter(
+                "cacheme_requests_total",
+                &[("node", "lookup"), ("result", "miss")]
+            ),
+            1
+        );
+        assert_eq!(
+            counter(
+                "cacheme_requests_total",
+                &[("node", "lookup"), ("result", "local_hit")]
+            ),
+            0
+        );
+        assert_eq!(
+            counter(
+                "cacheme_loads_total",
+                &[("node", "lookup"), ("outcome", "ok")]
+            ),
+            1
+        );
+        assert_eq!(counter("cacheme_fill_total", &[("node", "lookup")]), 1);
+        assert_eq!(counter("cacheme_invalidated_total", &[]), 0);
+        match find(&metrics, "cacheme_load_seconds", &[("node", "lookup")]) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 1),
+            other => panic!("cacheme_load_seconds: {other:?}"),
+        }
+
+        // The next report hands over only the new samples.
+        let _: u32 = cache
+            .lookup("other")
+            .load(|| async { Ok::<_, std::io::Error>(2) })
+            .await
+            .expect("loads");
+        metrics::with_local_recorder(&recorder, || cache.publish_stats()).expect("memory");
+        let metrics = snapshotter.snapshot().into_vec();
+        match find(&metrics, "cacheme_load_seconds", &[("node", "lookup")]) {
+            Some(DebugValue::Histogram(samples)) => assert_eq!(samples.len(), 1, "one new load"),
+            other => panic!("cacheme_load_seconds: {other:?}"),
+        }
+        let loads = find(
+            &metrics,
+            "cacheme_loads_total",
+            &[("node", "lookup"), ("outcome", "ok")],
+        );
+        assert!(matches!(loads, Some(DebugValue::Counter(2))), "{loads:?}");
+    }
+}

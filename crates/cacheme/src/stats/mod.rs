@@ -194,8 +194,10 @@ impl StatsSnapshot {
 ///
 /// Counters that belong to no node are only in the cache's totals
 /// ([`Cache::stats`](crate::Cache::stats)): `breaker_opened`,
-/// `local_invalidation`, and those of invalidations (`invalidated`,
-/// `invalidation_*`), which name keys, tags and groups, not nodes.
+/// `local_invalidation`, those of invalidations (`invalidated`,
+/// `invalidation_*`), which name keys, tags and groups, not nodes, and the
+/// store requests of the cache's own bookkeeping (reading the invalidation
+/// log, renewing and releasing leases).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
