@@ -219,10 +219,13 @@ async fn fleet_stats_are_published_bounded_and_expire() {
 
 /// The spans a subscriber saw: name and fields.
 #[derive(Default, Clone)]
-struct Spans(Arc<Mutex<Vec<(String, Vec<(String, String)>)>>>);
+struct Spans(Arc<Mutex<Vec<(String, Fields)>>>);
+
+/// A span's fields, in the order recorded.
+type Fields = Vec<(String, String)>;
 
 impl Spans {
-    fn named(&self, name: &str) -> Vec<Vec<(String, String)>> {
+    fn named(&self, name: &str) -> Vec<Fields> {
         let spans = self.0.lock().expect("not poisoned");
         spans
             .iter()
@@ -232,9 +235,9 @@ impl Spans {
     }
 }
 
-struct Fields<'a>(&'a mut Vec<(String, String)>);
+struct Visitor<'a>(&'a mut Fields);
 
-impl tracing::field::Visit for Fields<'_> {
+impl tracing::field::Visit for Visitor<'_> {
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         self.0.push((
             field.name().to_owned(),
@@ -249,7 +252,7 @@ impl tracing::Subscriber for Spans {
     }
     fn new_span(&self, span: &tracing::span::Attributes<'_>) -> tracing::span::Id {
         let mut fields = Vec::new();
-        span.record(&mut Fields(&mut fields));
+        span.record(&mut Visitor(&mut fields));
         let mut spans = self.0.lock().expect("not poisoned");
         spans.push((span.metadata().name().to_owned(), fields));
         tracing::span::Id::from_u64(spans.len() as u64)
@@ -257,7 +260,7 @@ impl tracing::Subscriber for Spans {
     fn record(&self, span: &tracing::span::Id, values: &tracing::span::Record<'_>) {
         let mut spans = self.0.lock().expect("not poisoned");
         let index = usize::try_from(span.into_u64()).expect("small") - 1;
-        values.record(&mut Fields(&mut spans[index].1));
+        values.record(&mut Visitor(&mut spans[index].1));
     }
     fn record_follows_from(&self, _: &tracing::span::Id, _: &tracing::span::Id) {}
     fn event(&self, _: &tracing::Event<'_>) {}

@@ -288,12 +288,15 @@ const SLOTS: usize = 1024;
 /// The name nodes count under once the table is full.
 pub(crate) const OTHER: &str = "(other)";
 
+/// A slot of the node table: a spec's address and its node, set once.
+type Slot = OnceLock<(usize, Arc<NodeCounters>)>;
+
 /// The per-node counters of one cache, found by spec address: a fixed
 /// open-addressed table of append-only slots (probed with atomic loads, never
 /// locked on the way to a known node); distinct addresses of one name (a
 /// `const` spec promoted at several places) share one entry.
 struct NodeTable {
-    slots: Box<[OnceLock<(usize, Arc<NodeCounters>)>]>,
+    slots: Box<[Slot]>,
     /// Every node, in the order first seen; taken to add one.
     nodes: Mutex<Vec<Arc<NodeCounters>>>,
     other: OnceLock<Arc<NodeCounters>>,
