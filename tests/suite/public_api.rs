@@ -9,8 +9,8 @@ mod exists {
     use cacheme::ops::{
         FleetKeys, Inspected, InspectedValue, LOG_ENTRY_FIELD, LoggedInvalidation, MAX_PROCESSES,
         NodeReport, ProcessReport, cache_key_of, dependencies_of, glob_match, inspect,
-        invalidation_keys, lease_key, max_age, parse_logged_invalidation, read_reports,
-        redact_url, scan_all_glob, scan_glob, value_key,
+        invalidation_keys, lease_key, max_age, parse_logged_invalidation, read_reports, redact_url,
+        scan_all_glob, scan_glob, value_key,
     };
     use cacheme::sources::{
         InvalidationSource, NextEvent, ParseEventError, RedisChannelSource, SourceEvent, boxed,
@@ -181,9 +181,7 @@ fn the_public_api_is_what_this_list_says() {
     assert_eq!(module_items("key.rs"), EXPECTED_KEY);
     assert_eq!(module_items("sources.rs"), EXPECTED_SOURCES);
     assert_eq!(module_items("ops.rs"), EXPECTED_OPS);
-    let total = EXPECTED_ROOT.len() - 3
-        + EXPECTED_KEY.len()
-        + EXPECTED_SOURCES.len()
-        + EXPECTED_OPS.len();
+    let total =
+        EXPECTED_ROOT.len() - 3 + EXPECTED_KEY.len() + EXPECTED_SOURCES.len() + EXPECTED_OPS.len();
     assert_eq!(total, 61, "items, not counting the three modules");
 }

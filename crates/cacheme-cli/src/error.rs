@@ -47,7 +47,11 @@ impl CliError {
         let mut text = self.to_string();
         let mut source = std::error::Error::source(self);
         while let Some(cause) = source {
-            let _ = write!(text, ": {cause}");
+            // (Some errors repeat their source in their own message.)
+            let cause_text = cause.to_string();
+            if !text.ends_with(&cause_text) {
+                let _ = write!(text, ": {cause_text}");
+            }
             source = cause.source();
         }
         text

@@ -173,9 +173,14 @@ fn human_report(report: &Value) -> String {
     let detail = match &report["invalidated_by"] {
         Value::Object(by) => {
             let seq = by.get("seq").and_then(Value::as_u64).unwrap_or_default();
-            match (by.get("tag"), by.get("group")) {
-                (Some(tag), _) => format!(" (tag {tag} invalidated at #{seq}: never served again)"),
-                (_, Some(group)) => format!(" (group {group} invalidated at #{seq})"),
+            match (
+                by.get("tag").and_then(Value::as_str),
+                by.get("group").and_then(Value::as_str),
+            ) {
+                (Some(tag), _) => {
+                    format!(" (tag `{tag}` invalidated at #{seq}: never served again)")
+                }
+                (_, Some(group)) => format!(" (group `{group}` invalidated at #{seq})"),
                 _ => String::new(),
             }
         }
