@@ -297,7 +297,7 @@ impl Inner {
         Reporting {
             wakeups: &self.wakeups,
             stats: &self.stats,
-            counted: self.stats.totals(),
+            node: None,
             warn_gate: &self.warn_gate,
             timeout: settings.op_timeout,
             limits: crate::breaker::Limits {

@@ -28,10 +28,6 @@ pub(crate) struct Run<'r, 'a, V, E> {
     pub(super) settings: Arc<Settings>,
     pub(super) keys: StoreKeys,
     pub(super) flow: ReadFlow,
-    /// Where this call counts: the totals and its node.
-    stats: Counted<'r>,
-    /// When the loader started.
-    load_started: Option<Instant>,
     /// This caller's lease token, made when it first claims (a hit needs none).
     token: OnceCell<String>,
     placeholder: OnceCell<Vec<u8>>,
@@ -76,8 +72,6 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             settings,
             keys,
             flow,
-            stats: inner.stats.of(lookup.spec),
-            load_started: None,
             token: OnceCell::new(),
             placeholder: OnceCell::new(),
             read: None,
@@ -101,9 +95,10 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self
     }
 
-    /// Where this call counts.
+    /// Where this call counts: the totals and its node (looked up when
+    /// needed: keeping it would grow the protocol's future).
     pub(super) fn stats(&self) -> Counted<'r> {
-        self.stats
+        self.inner.stats.of(self.lookup.spec)
     }
 
     fn token(&self) -> &str {
@@ -145,7 +140,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     /// The read's reply, and how long the store took to give it.
     pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>, took: Duration) -> Step {
         if reply.is_ok() {
-            self.stats.record_read(took);
+            self.stats().record_read(took);
         }
         match reply {
             Ok(None) if self.reads_only => {
@@ -252,8 +247,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     /// The loader is about to run: count it, and open its span (debug
     /// level: `cacheme.load`, with the node, the key unless
     /// `Settings::redact_keys`, and the outcome once it ends).
-    pub(super) fn begin_load(&mut self) -> tracing::Span {
-        self.load_started = Some(Instant::now());
+    pub(super) fn begin_load(&mut self) -> Loading {
         if self.flow.has_fail_safe()
             && let (Some(leader), Some(read)) = (&self.leader, &self.read)
         {
@@ -270,15 +264,16 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         if let Some(miss) = self.lookup.miss {
             miss(&self.lookup.key);
         }
-        crate::stats::span!(DEBUG, "cacheme.load", self.lookup, &self.settings)
+        Loading {
+            span: crate::stats::span!(DEBUG, "cacheme.load", self.lookup, &self.settings),
+            started: Instant::now(),
+        }
     }
 
     /// The loader ended (or was given up): record how long it ran.
-    fn end_load(&mut self, span: &tracing::Span, outcome: &'static str) {
-        if let Some(started) = self.load_started.take() {
-            self.stats.record_load(started.elapsed());
-        }
-        span.record("outcome", outcome);
+    fn end_load(&mut self, loading: &Loading, outcome: &'static str) {
+        self.stats().record_load(loading.started.elapsed());
+        loading.span.record("outcome", outcome);
     }
 
     /// How long this call waits for its own loader, if a hard timeout
@@ -292,13 +287,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     /// The loader outlasted the hard timeout (its future was dropped).
-    pub(super) fn after_timeout(
-        &mut self,
-        after: std::time::Duration,
-        span: &tracing::Span,
-    ) -> Step {
+    pub(super) fn after_timeout(&mut self, after: std::time::Duration, loading: &Loading) -> Step {
         let _ = after;
-        self.end_load(span, "timeout");
+        self.end_load(loading, "timeout");
         self.stats().load_timeout();
         self.timed_out = true;
         self.flow.on_loaded(false, false)
@@ -307,9 +298,9 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     pub(super) fn after_load(
         &mut self,
         result: std::result::Result<V, E>,
-        span: &tracing::Span,
+        loading: &Loading,
     ) -> Step {
-        self.end_load(span, if result.is_ok() { "ok" } else { "error" });
+        self.end_load(loading, if result.is_ok() { "ok" } else { "error" });
         match result {
             Ok(value) => {
                 let storable = self.seal(&value);
@@ -554,6 +545,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             (None, None) => unreachable!("the error is either kept or shared"),
         }
     }
+}
+
+/// A load in progress: its span, and when it started.
+pub(crate) struct Loading {
+    pub(super) span: tracing::Span,
+    started: Instant,
 }
 
 /// A duration in whole milliseconds, saturating.

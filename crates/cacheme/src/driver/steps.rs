@@ -8,6 +8,17 @@ use super::run::Run;
 use crate::lookup::CacheValue;
 use crate::protocol::Step;
 
+/// Await a rare step's future boxed (async), or just call it (blocking):
+/// kept out of the loop's future, which every remote hit allocates.
+macro_rules! rare {
+    ($future:expr, $await:tt) => {
+        Box::pin($future).$await
+    };
+    ($call:expr) => {
+        $call
+    };
+}
+
 /// Defines a loop that performs steps until the flow reaches one that ends
 /// it (a `Serve*`, `ServeError` or `Done`), which it returns. `$run_op` is
 /// the backend's method for one op, `$wait` the ticket's, `$load` how the
@@ -62,7 +73,8 @@ macro_rules! steps {
                     Step::Wait(interval) => {
                         let span = run.begin_wait();
                         let woken = match ticket.take() {
-                            Some(ticket) => ticket.$wait(interval)$(.$await)?,
+                            // (Boxed in the async loop: waiting is the rare path.)
+                            Some(ticket) => rare!(ticket.$wait(interval) $(, $await)?),
                             None => false,
                         };
                         run.after_wait(woken, &span)
@@ -110,17 +122,18 @@ steps! {
     // protocol's future, which every remote hit allocates. Bounded by the
     // hard timeout when one applies (the future is then dropped).
     // (The loader runs inside its span.)
-    load = |run, load, span| match run.hard_timeout() {
+    load = |run, load, loading| match run.hard_timeout() {
         Some(hard) => {
-            let loading = tracing::Instrument::instrument(load(), span.clone());
-            match Box::pin(tokio::time::timeout(hard, loading)).await {
-                Ok(result) => run.after_load(result, &span),
-                Err(_) => run.after_timeout(hard, &span),
+            let future = tracing::Instrument::instrument(load(), loading.span.clone());
+            match Box::pin(tokio::time::timeout(hard, future)).await {
+                Ok(result) => run.after_load(result, &loading),
+                Err(_) => run.after_timeout(hard, &loading),
             }
         }
         None => {
-            let result = Box::pin(tracing::Instrument::instrument(load(), span.clone())).await;
-            run.after_load(result, &span)
+            let future = tracing::Instrument::instrument(load(), loading.span.clone());
+            let result = Box::pin(future).await;
+            run.after_load(result, &loading)
         }
     };
     async .await
@@ -130,8 +143,8 @@ steps! {
     /// The blocking loop: the same, without `.await`.
     fn steps_blocking<F>(loader: F) where { F: FnOnce() -> Result<V, E> };
     // (A blocking loader cannot be interrupted: no hard timeout here.)
-    run_op = run_blocking, wait = wait_blocking, load = |run, load, span| {
-        let result = span.in_scope(load);
-        run.after_load(result, &span)
+    run_op = run_blocking, wait = wait_blocking, load = |run, load, loading| {
+        let result = loading.span.in_scope(load);
+        run.after_load(result, &loading)
     };
 }

@@ -555,9 +555,9 @@ impl std::fmt::Debug for Backend {
 pub(crate) struct Reporting<'a> {
     pub(crate) wakeups: &'a Wakeups,
     pub(crate) stats: &'a Stats,
-    /// Where the op's counts go: the totals, and the node of the call
-    /// that sent it (see [`Reporting::for_node`]).
-    pub(crate) counted: Counted<'a>,
+    /// The node of the call that sent the op, whose counts it goes to
+    /// besides the totals (see [`Reporting::for_node`]).
+    pub(crate) node: Option<&'static crate::Spec>,
     pub(crate) warn_gate: &'a WarnGate,
     /// The per-operation timeout.
     pub(crate) timeout: Duration,
@@ -568,8 +568,16 @@ pub(crate) struct Reporting<'a> {
 impl<'a> Reporting<'a> {
     /// Count the ops in the node of `spec` too.
     pub(crate) fn for_node(mut self, spec: &'static crate::Spec) -> Self {
-        self.counted = self.stats.of(spec);
+        self.node = Some(spec);
         self
+    }
+
+    /// Where the op counts.
+    fn counted(&self) -> Counted<'a> {
+        match self.node {
+            Some(spec) => self.stats.of(spec),
+            None => self.stats.totals(),
+        }
     }
 }
 
@@ -615,14 +623,14 @@ impl Backend {
 fn admit<O: Op>(store: &RedisStore, report: &Reporting<'_>) -> Result<Admission> {
     match store.breaker.admit(Instant::now()) {
         Admission::Refuse { retry_in } => {
-            report.counted.short_circuited();
+            report.counted().short_circuited();
             Err(Error::Unavailable {
                 command: O::NAME,
                 retry_in,
             })
         }
         admission => {
-            report.counted.store_request();
+            report.counted().store_request();
             Ok(admission)
         }
     }
@@ -649,7 +657,7 @@ fn record<T>(
         );
     }
     if let Err(error) = &result {
-        report.counted.store_error();
+        report.counted().store_error();
         if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
             tracing::warn!(error = %crate::error::Chain(error), held_back, "cacheme store operation failed");
         }
@@ -674,7 +682,7 @@ fn unreachable(error: &Error) -> bool {
 }
 
 fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Output {
-    report.counted.store_request();
+    report.counted().store_request();
     let mut wake = Vec::new();
     let output = store.with(|state| op.apply(state, now_ms(), &mut wake));
     for key in &wake {
