@@ -94,7 +94,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 })
                 .await?;
         }
-        if round % 500 == 0 {
+        if round.is_multiple_of(500) {
             fleet[0]
                 .invalid_objects::<OwnerInvalid>()
                 .invalid(round % 5)
