@@ -49,6 +49,9 @@ macro_rules! steps {
             loop {
                 step = match step {
                     Step::Read => {
+                        if let Some(repair) = run.repair_op() {
+                            let _ = backend.$run_op(&repair, &report)$(.$await)?;
+                        }
                         let started = std::time::Instant::now();
                         let reply = if run.reads_only() {
                             backend.$run_op(&run.get_op(), &report)$(.$await)?
