@@ -70,6 +70,7 @@ macro_rules! counters {
         #[allow(dead_code)]
         impl Counted<'_> {
             $(
+                #[inline]
                 pub(crate) fn $name(&self) {
                     self.totals.$name();
                     if let Some(node) = self.node {
@@ -296,7 +297,7 @@ type Slot = OnceLock<(usize, Arc<NodeCounters>)>;
 /// locked on the way to a known node); distinct addresses of one name (a
 /// `const` spec promoted at several places) share one entry.
 struct NodeTable {
-    slots: Box<[Slot]>,
+    slots: Box<[Slot; SLOTS]>,
     /// Every node, in the order first seen; taken to add one.
     nodes: Mutex<Vec<Arc<NodeCounters>>>,
     other: OnceLock<Arc<NodeCounters>>,
@@ -305,7 +306,7 @@ struct NodeTable {
 impl Default for NodeTable {
     fn default() -> Self {
         NodeTable {
-            slots: (0..SLOTS).map(|_| OnceLock::new()).collect(),
+            slots: Box::new(std::array::from_fn(|_| OnceLock::new())),
             nodes: Mutex::new(Vec::new()),
             other: OnceLock::new(),
         }
@@ -325,10 +326,17 @@ impl NodeTable {
         (hash >> (64 - SLOTS.trailing_zeros())) as usize
     }
 
+    #[inline]
     fn get(&self, spec: &'static Spec) -> &NodeCounters {
         let id = std::ptr::from_ref(spec) as usize;
         let start = Self::start(id);
-        for probe in 0..SLOTS {
+        // The first probe finds it, unless another spec took its slot first.
+        if let Some((slot_id, node)) = self.slots[start].get()
+            && *slot_id == id
+        {
+            return node;
+        }
+        for probe in 1..SLOTS {
             match self.slots[(start + probe) & (SLOTS - 1)].get() {
                 Some((slot_id, node)) if *slot_id == id => return node,
                 Some(_) => {}
