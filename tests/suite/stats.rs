@@ -276,10 +276,46 @@ fn field<'a>(fields: &'a [(String, String)], name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.as_str())
 }
 
-#[tokio::test(flavor = "current_thread")]
-async fn loads_and_invalidations_have_spans_with_their_outcome() {
+/// The spans are checked in a process of their own (this binary, run again
+/// for `spans_child`), whose global subscriber is set before any span is
+/// made: `tracing` caches whether a call site is wanted, and other tests'
+/// threads, with no subscriber, would race a thread-local one to it.
+#[test]
+fn loads_waits_and_invalidations_have_spans_with_their_outcome() {
+    let output = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "stats::spans_child",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("CACHEME_SPANS_CHILD", "1")
+        .output()
+        .expect("child");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success() && stdout.contains("spans checked"),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+#[test]
+fn spans_child() {
+    if std::env::var("CACHEME_SPANS_CHILD").is_err() {
+        return;
+    }
     let spans = Spans::default();
-    let _default = tracing::subscriber::set_default(spans.clone());
+    tracing::subscriber::set_global_default(spans.clone()).expect("the first subscriber");
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+        .block_on(check_spans(spans));
+    println!("spans checked");
+}
+
+async fn check_spans(spans: Spans) {
     let cache = cache();
     bird(&cache, 3).await;
     bird(&cache, 3).await;
@@ -307,6 +343,33 @@ async fn loads_and_invalidations_have_spans_with_their_outcome() {
     assert_eq!(field(&invalidations[0], "outcome"), Some("ok"));
     assert_eq!(field(&invalidations[0], "count"), Some("1"));
     assert!(field(&invalidations[0], "keys").is_some_and(|k| k.contains("bird:3")));
+
+    // A caller that waits for this process's load of the key: a wait span.
+    let gate = Arc::new(tokio::sync::Notify::new());
+    let slow = {
+        let gate = gate.clone();
+        move || async move {
+            gate.notified().await;
+            Ok::<_, std::io::Error>(Bird { id: 9 })
+        }
+    };
+    let birds = cache.objects::<BirdNode>();
+    let leader = birds.get_or_load(9, slow);
+    let waiter = bird(&cache, 9);
+    let release = async {
+        // (The waiter has joined the leader's flight once it is counted.)
+        while cache.stats_of("BirdNode").map_or(0, |n| n.stats.coalesced) == 0 {
+            tokio::task::yield_now().await;
+        }
+        gate.notify_one();
+    };
+    let (led, waited, ()) = tokio::join!(leader, waiter, release);
+    assert_eq!((led.expect("loads").id, waited.id), (9, 9));
+    let waits = spans.named("cacheme.wait");
+    assert_eq!(waits.len(), 1, "{waits:?}");
+    assert_eq!(field(&waits[0], "node"), Some("BirdNode"));
+    assert_eq!(field(&waits[0], "key"), Some("bird:9"));
+    assert_eq!(field(&waits[0], "outcome"), Some("value"));
 
     // Redacted: the spans keep the node and the outcome, not the key.
     cache.update_settings(|s| s.redact_keys = true);

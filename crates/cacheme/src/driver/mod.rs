@@ -192,6 +192,8 @@ macro_rules! join_or_lead {
                     }
                     Join::Waiter(flight) => {
                         inner.stats.of(lookup.spec).coalesced();
+                        // Waiting for this process's leader: a trace span.
+                        let span = crate::stats::span!(TRACE, "cacheme.wait", lookup, inner.settings());
                         // With a soft timeout, a waiter whose leader holds an
                         // expired value takes it past that time (fail-safe).
                         let (mut budget, soft_timeout) = {
@@ -205,13 +207,14 @@ macro_rules! join_or_lead {
                         }
                         if let Some(soft) = soft_timeout.filter(|soft| *soft < budget) {
                             match wait_flight!(flight.$wait_flight(soft) $(, $await)?) {
-                                Some(outcome) => match waited(lookup, inner, outcome) {
+                                Some(outcome) => match noted(&span, waited(lookup, inner, outcome)) {
                                     Waited::Value(value, bytes) => return Led::value(value, bytes),
                                     Waited::Error(error) => return Led::plain(Err(error)),
                                     Waited::Retry => continue,
                                 },
                                 None => {
                                     if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                        span.record("outcome", "fail_safe");
                                         return led;
                                     }
                                     budget -= soft;
@@ -220,7 +223,7 @@ macro_rules! join_or_lead {
                         }
                         // (Boxed in the async driver: waiting is the rare path.)
                         match wait_flight!(flight.$wait_flight(budget) $(, $await)?) {
-                            Some(outcome) => match waited(lookup, inner, outcome) {
+                            Some(outcome) => match noted(&span, waited(lookup, inner, outcome)) {
                                 Waited::Value(value, bytes) => return Led::value(value, bytes),
                                 Waited::Error(error) => return Led::plain(Err(error)),
                                 // The leader had nothing this caller may take:
@@ -229,10 +232,12 @@ macro_rules! join_or_lead {
                             },
                             None => {
                                 if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                    span.record("outcome", "fail_safe");
                                     return led;
                                 }
                                 // The leader's load outlasts the herd budget:
                                 // load alone, without storing.
+                                span.record("outcome", "exhausted");
                                 inner.stats.of(lookup.spec).wait_exhausted();
                                 let $load_fn = loader.take().expect("the loader is still ours");
                                 return Led::plain($load.map_err(LoadError::Own));
@@ -408,6 +413,17 @@ pub(crate) async fn refresh_async<V, F, Fut, E>(
     let mut run = Run::<V, E>::new(&lookup, &inner, keys, None, flow).with_read(read);
     let start = run.flow.start();
     steps::steps_async(&mut run, start, &mut Some(loader)).await;
+}
+
+/// Record in the wait's span how it ended.
+fn noted<V, E>(span: &tracing::Span, waited: Waited<V, E>) -> Waited<V, E> {
+    let outcome = match &waited {
+        Waited::Value(..) => "value",
+        Waited::Error(_) => "error",
+        Waited::Retry => "retry",
+    };
+    span.record("outcome", outcome);
+    waited
 }
 
 /// What a caller that waited for another caller's flight ends up with.
