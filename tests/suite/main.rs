@@ -15,6 +15,7 @@
 #[macro_use]
 mod fixtures;
 
+mod batch;
 mod correctness;
 mod decorator;
 mod decorator_blocking;
@@ -29,3 +30,4 @@ mod settings;
 mod sources;
 mod stats;
 mod storage;
+mod writes;

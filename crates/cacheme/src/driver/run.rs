@@ -157,10 +157,14 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     /// The read's reply, and how long the store took to give it.
-    pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>, took: Duration) -> Step {
+    /// A read of the store answered after `took`: into the node's histogram.
+    pub(super) fn record_read<T>(&self, reply: &Result<T>, took: Duration) {
         if reply.is_ok() {
             self.stats().record_read(took);
         }
+    }
+
+    pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
         match reply {
             Ok(None) if self.reads_only => {
                 self.read = None;
@@ -267,24 +271,25 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     /// This caller waits for another's load: its span (trace level:
     /// `cacheme.wait`, ended with whether it was woken).
-    pub(super) fn begin_wait(&mut self) -> tracing::Span {
+    pub(super) fn begin_wait(&mut self) {
         self.stats().wait();
         self.waited = true;
+    }
+
+    /// The span of a wait for another process's load (trace level:
+    /// `cacheme.wait`; its outcome is `woken` or `interval`).
+    pub(super) fn wait_span(&self) -> tracing::Span {
         crate::stats::span!(TRACE, "cacheme.wait", self.lookup, &self.settings)
     }
 
-    pub(super) fn after_wait(&mut self, woken: bool, span: &tracing::Span) -> Step {
+    pub(super) fn after_wait(&mut self, woken: bool) -> Step {
         if woken {
             self.stats().woken();
         }
-        span.record("outcome", if woken { "woken" } else { "interval" });
         self.flow.on_wait_done()
     }
 
-    /// The loader is about to run: count it, and open its span (debug
-    /// level: `cacheme.load`, with the node, the key unless
-    /// `Settings::redact_keys`, and the outcome once it ends).
-    pub(super) fn begin_load(&mut self) -> Loading {
+    pub(super) fn begin_load(&self) {
         if self.flow.has_fail_safe()
             && let (Some(leader), Some(read)) = (&self.leader, &self.read)
         {
@@ -301,6 +306,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         if let Some(miss) = self.lookup.miss {
             miss(&self.lookup.key);
         }
+    }
+
+    /// The loader is about to run: its span (debug level: `cacheme.load`,
+    /// with the node, the key unless `Settings::redact_keys`, and the
+    /// outcome once it ends), and when it started.
+    pub(super) fn start_load(&self) -> Loading {
         Loading {
             span: crate::stats::span!(DEBUG, "cacheme.load", self.lookup, &self.settings),
             started: Instant::now(),
@@ -308,7 +319,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     /// The loader ended (or was given up): record how long it ran.
-    fn end_load(&mut self, loading: &Loading, outcome: &'static str) {
+    pub(super) fn end_load(&self, loading: &Loading, outcome: &'static str) {
         self.stats().record_load(loading.started.elapsed());
         loading.span.record("outcome", outcome);
     }
@@ -324,20 +335,14 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 
     /// The loader outlasted the hard timeout (its future was dropped).
-    pub(super) fn after_timeout(&mut self, after: std::time::Duration, loading: &Loading) -> Step {
+    pub(super) fn after_timeout(&mut self, after: std::time::Duration) -> Step {
         let _ = after;
-        self.end_load(loading, "timeout");
         self.stats().load_timeout();
         self.timed_out = true;
         self.flow.on_loaded(false, false)
     }
 
-    pub(super) fn after_load(
-        &mut self,
-        result: std::result::Result<V, E>,
-        loading: &Loading,
-    ) -> Step {
-        self.end_load(loading, if result.is_ok() { "ok" } else { "error" });
+    pub(super) fn after_load(&mut self, result: std::result::Result<V, E>) -> Step {
         match result {
             Ok(value) => {
                 let storable = self.seal(&value);

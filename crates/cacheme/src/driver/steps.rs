@@ -58,7 +58,8 @@ macro_rules! steps {
                         } else {
                             backend.$run_op(&run.read_op(), &report)$(.$await)?
                         };
-                        run.after_read(reply, started.elapsed())
+                        run.record_read(&reply, started.elapsed());
+                        run.after_read(reply)
                     }
                     Step::Watch => {
                         ticket = Some(inner.wakeups.listen(run.keys.value()));
@@ -74,16 +75,19 @@ macro_rules! steps {
                         run.after_claim(reply)
                     }
                     Step::Wait(interval) => {
-                        let span = run.begin_wait();
+                        run.begin_wait();
+                        let span = run.wait_span();
                         let woken = match ticket.take() {
                             // (Boxed in the async loop: waiting is the rare path.)
                             Some(ticket) => rare!(ticket.$wait(interval) $(, $await)?),
                             None => false,
                         };
-                        run.after_wait(woken, &span)
+                        span.record("outcome", if woken { "woken" } else { "interval" });
+                        run.after_wait(woken)
                     }
                     Step::Load => {
-                        let $span = run.begin_load();
+                        run.begin_load();
+                        let $span = run.start_load();
                         let $load_fn = $loader.take().expect("a flow loads at most once");
                         let $run_id = &mut *run;
                         $load
@@ -129,14 +133,21 @@ steps! {
         Some(hard) => {
             let future = tracing::Instrument::instrument(load(), loading.span.clone());
             match Box::pin(tokio::time::timeout(hard, future)).await {
-                Ok(result) => run.after_load(result, &loading),
-                Err(_) => run.after_timeout(hard, &loading),
+                Ok(result) => {
+                    run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
+                    run.after_load(result)
+                }
+                Err(_) => {
+                    run.end_load(&loading, "timeout");
+                    run.after_timeout(hard)
+                }
             }
         }
         None => {
             let future = tracing::Instrument::instrument(load(), loading.span.clone());
             let result = Box::pin(future).await;
-            run.after_load(result, &loading)
+            run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
+            run.after_load(result)
         }
     };
     async .await
@@ -148,6 +159,7 @@ steps! {
     // (A blocking loader cannot be interrupted: no hard timeout here.)
     run_op = run_blocking, wait = wait_blocking, load = |run, load, loading| {
         let result = loading.span.in_scope(load);
-        run.after_load(result, &loading)
+        run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
+        run.after_load(result)
     };
 }
