@@ -29,5 +29,6 @@ mod protocol;
 mod public_api;
 mod settings;
 mod sources;
+mod stats;
 mod storage;
 mod writes;

@@ -315,6 +315,12 @@ impl RedisStore {
         self.client.is_some()
     }
 
+    /// The client made from the URL of a single server, if the cache was
+    /// given one (`None` on a cluster: its connections go by slot).
+    pub(crate) fn client(&self) -> Option<&redis::Client> {
+        self.client.as_ref()
+    }
+
     /// The servers the event subscriber may listen on, in order of
     /// preference (a cluster's nodes, tried in turn).
     pub(crate) fn subscriber_clients(&self) -> Vec<redis::Client> {
