@@ -1,7 +1,6 @@
 -- The seed's entities: users, the books they own, and cats.
 -- Every row has a `version`, bumped by every update (the trigger below):
--- the cache keys bodies
--- by it (see src/cache/nodes.rs).
+-- the cache keys bodies by it (see src/cache/nodes.rs).
 CREATE TABLE users (
     id BIGSERIAL PRIMARY KEY,
     name TEXT NOT NULL,

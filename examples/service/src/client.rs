@@ -135,7 +135,12 @@ impl Client {
         sender.ready().await.map_err(http)?;
         let response = sender.send_request(request).await.map_err(http)?;
         let status = response.status().as_u16();
-        let body = response.into_body().collect().await.map_err(http)?.to_bytes();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .map_err(http)?
+            .to_bytes();
         Ok(Response { status, body })
     }
 

@@ -77,7 +77,11 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
             .map_err(database)?;
         cacheme::sources::connect(&cache, cache::sources::CATS_TAG, source);
     }
-    if settings.seed_users > 0 && db::seed(&db, settings.seed_users, 3, 2).await.map_err(database)? {
+    if settings.seed_users > 0
+        && db::seed(&db, settings.seed_users, 3, 2)
+            .await
+            .map_err(database)?
+    {
         tracing::info!(users = settings.seed_users, "seeded the empty tables");
     }
     let listener = tokio::net::TcpListener::bind(settings.listen)
@@ -91,7 +95,10 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         source,
     })?;
     let app = routes::router(routes::AppState { db, cache, store });
-    println!("listening on http://{addr} (cache: {store}, schema: {})", settings.schema);
+    println!(
+        "listening on http://{addr} (cache: {store}, schema: {})",
+        settings.schema
+    );
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown())
         .await

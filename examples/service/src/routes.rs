@@ -37,7 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/books", get(search_books).post(create_book))
         .route("/books/{id}", get(get_book).put(update_book))
         .route("/cats", post(create_cat))
-        .route("/cats/{id}", get(get_cat).put(update_cat).delete(delete_cat))
+        .route(
+            "/cats/{id}",
+            get(get_cat).put(update_cat).delete(delete_cat),
+        )
         .route("/admin/invalidate", post(admin_invalidate))
         .with_state(state)
 }
@@ -106,7 +109,10 @@ async fn create_user(
     let doing = "creating a user";
     let failed = |error| ApiError::database(doing, error);
     let mut write = state.db.begin().await.map_err(failed)?;
-    let user = write.insert_user(&new.name, &new.email).await.map_err(failed)?;
+    let user = write
+        .insert_user(&new.name, &new.email)
+        .await
+        .map_err(failed)?;
     write.commit().await.map_err(failed)?;
     invalidate::user_changed(&user).await;
     Ok((StatusCode::CREATED, Json(user)))
@@ -202,7 +208,10 @@ async fn create_book(
     let doing = "creating a book";
     let failed = |error| ApiError::database(doing, error);
     let mut write = state.db.begin().await.map_err(failed)?;
-    let book = write.insert_book(&new.title, new.owner_id).await.map_err(failed)?;
+    let book = write
+        .insert_book(&new.title, new.owner_id)
+        .await
+        .map_err(failed)?;
     write.commit().await.map_err(failed)?;
     invalidate::book_changed(None, &book).await;
     Ok((StatusCode::CREATED, Json(book)))

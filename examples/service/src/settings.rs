@@ -124,7 +124,9 @@ mod tests {
     fn the_store_follows_cache_and_redis_url() {
         assert_eq!(settings(&[]).expect("defaults").store, Store::Memory);
         assert_eq!(
-            settings(&[("REDIS_URL", "redis://h/")]).expect("redis").store,
+            settings(&[("REDIS_URL", "redis://h/")])
+                .expect("redis")
+                .store,
             Store::Redis("redis://h/".to_owned())
         );
         assert_eq!(

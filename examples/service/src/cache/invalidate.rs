@@ -15,9 +15,7 @@
 use cacheme::{InvalidNode, Node};
 
 use super::invalid_nodes::UserInvalid;
-use super::nodes::{
-    BookVersionNode, CatVersionNode, UserBooksNode, UserCatsNode, UserVersionNode,
-};
+use super::nodes::{BookVersionNode, CatVersionNode, UserBooksNode, UserCatsNode, UserVersionNode};
 use crate::db::{Book, Cat, User};
 
 fn report(what: &str, result: cacheme::Result<impl Sized>) {
@@ -28,13 +26,19 @@ fn report(what: &str, result: cacheme::Result<impl Sized>) {
 
 /// User `user` was inserted or updated.
 pub async fn user_changed(user: &User) {
-    report("user version", UserVersionNode::objects().invalid(user.id).await);
+    report(
+        "user version",
+        UserVersionNode::objects().invalid(user.id).await,
+    );
     report("user group", UserInvalid::objects().invalid(user.id).await);
 }
 
 /// A book was inserted (`before` is `None`) or updated.
 pub async fn book_changed(before: Option<&Book>, after: &Book) {
-    report("book version", BookVersionNode::objects().invalid(after.id).await);
+    report(
+        "book version",
+        BookVersionNode::objects().invalid(after.id).await,
+    );
     let mut owners = vec![after.owner_id];
     owners.extend(before.map(|book| book.owner_id));
     owners.dedup();
@@ -52,7 +56,11 @@ pub async fn cat_changed(before: Option<&Cat>, after: Option<&Cat>) {
         return;
     };
     report("cat version", CatVersionNode::objects().invalid(id).await);
-    let mut owners: Vec<i64> = before.iter().chain(after.iter()).map(|c| c.owner_id).collect();
+    let mut owners: Vec<i64> = before
+        .iter()
+        .chain(after.iter())
+        .map(|c| c.owner_id)
+        .collect();
     owners.dedup();
     for owner in owners {
         report("cat list", UserCatsNode::objects().invalid(owner).await);

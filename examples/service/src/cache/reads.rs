@@ -157,7 +157,10 @@ pub async fn books_of(db: &Db, owner_id: i64) -> Result<Vec<Book>, ReadError> {
     let refs = UserBooksNode::objects()
         .get_or_load(owner_id, || async move {
             let books = db.books_of(owner_id).await?;
-            let refs = books.iter().map(|b| Ref { id: b.id, version: b.version });
+            let refs = books.iter().map(|b| Ref {
+                id: b.id,
+                version: b.version,
+            });
             let refs = refs.collect();
             *slot = books.into_iter().map(|book| (book.id, book)).collect();
             Ok(refs)
@@ -173,7 +176,10 @@ pub async fn cats_of(db: &Db, owner_id: i64) -> Result<Vec<Cat>, ReadError> {
     let refs = UserCatsNode::objects()
         .get_or_load(owner_id, || async move {
             let cats = db.cats_of(owner_id).await?;
-            let refs = cats.iter().map(|c| Ref { id: c.id, version: c.version });
+            let refs = cats.iter().map(|c| Ref {
+                id: c.id,
+                version: c.version,
+            });
             let refs = refs.collect();
             *slot = cats.into_iter().map(|cat| (cat.id, cat)).collect();
             Ok(refs)
