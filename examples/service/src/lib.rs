@@ -128,3 +128,32 @@ async fn shutdown() {
         let _ = interrupt.await;
     }
 }
+
+/// The guide's chapters (`docs/guide/`), compiled as doc tests: every
+/// `rust` block in them builds against this crate and its dependencies,
+/// and runs unless it is marked `no_run`.
+#[cfg(doctest)]
+mod guide {
+    #[doc = include_str!("../../../docs/guide/introduction.md")]
+    struct Introduction;
+    #[doc = include_str!("../../../docs/guide/getting-started.md")]
+    struct GettingStarted;
+    #[doc = include_str!("../../../docs/guide/nodes.md")]
+    struct Nodes;
+    #[doc = include_str!("../../../docs/guide/decorator.md")]
+    struct Decorator;
+    #[doc = include_str!("../../../docs/guide/invalidation.md")]
+    struct Invalidation;
+    #[doc = include_str!("../../../docs/guide/stale-data.md")]
+    struct StaleData;
+    #[doc = include_str!("../../../docs/guide/local-tier.md")]
+    struct LocalTier;
+    #[doc = include_str!("../../../docs/guide/failure.md")]
+    struct Failure;
+    #[doc = include_str!("../../../docs/guide/service.md")]
+    struct Service;
+    #[doc = include_str!("../../../docs/guide/performance.md")]
+    struct Performance;
+    #[doc = include_str!("../../../docs/guide/from-python.md")]
+    struct FromPython;
+}
