@@ -11,8 +11,9 @@
 //! over each table; 40% `GET /users/{id}`, 25% `GET /books/{id}`, 15%
 //! `GET /users/{id}/books`, 10% `GET /cats/{id}`, the rest
 //! `GET /users/{id}/summary`, except the share of writes (`--writes`,
-//! default 0.5%): `PUT /books/{id}` with a new title. 32 connections, each
-//! sending its next request when the last one is answered.
+//! default 0.5%): `PUT /books/{id}` with a new title. 8 connections
+//! (`--connections`), each sending its next request when the last one is
+//! answered.
 //!
 //! Each phase starts the service, reads every entity once (a service that
 //! has been running: the cache is warm, and PostgreSQL's buffers are warm
@@ -40,7 +41,6 @@ use service::routes::Stats;
 const USERS: i64 = 2_000;
 const BOOKS_PER_USER: i64 = 3;
 const CATS_PER_USER: i64 = 2;
-const CONNECTIONS: usize = 32;
 const SCHEMA: &str = "svc_loadtest";
 
 /// The options.
@@ -48,6 +48,11 @@ struct Options {
     seconds: f64,
     writes: f64,
     exponent: f64,
+    /// `--plot PATH`: write the figures as an SVG bar chart there.
+    plot: Option<PathBuf>,
+    /// `--connections N` (default 8: enough to keep two CPUs busy; more
+    /// only measures the scheduler's queue).
+    connections: usize,
 }
 
 impl Options {
@@ -56,10 +61,16 @@ impl Options {
             seconds: 15.0,
             writes: 0.005,
             exponent: 1.0,
+            plot: None,
+            connections: 8,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let value = args.next().ok_or_else(|| format!("{arg} needs a value"))?;
+            if arg == "--plot" {
+                options.plot = Some(PathBuf::from(value));
+                continue;
+            }
             let number: f64 = value
                 .parse()
                 .map_err(|_| format!("{arg} {value}: not a number"))?;
@@ -67,10 +78,13 @@ impl Options {
                 "--seconds" if number > 0.0 && number <= 60.0 => options.seconds = number,
                 "--writes" if (0.0..=1.0).contains(&number) => options.writes = number,
                 "--zipf" if number > 0.0 => options.exponent = number,
+                "--connections" if (1.0..=512.0).contains(&number) => {
+                    options.connections = number as usize;
+                }
                 _ => {
                     return Err(format!(
                         "unknown or out-of-range option {arg} {value} \
-                         (--seconds 0..60, --writes 0..1, --zipf >0)"
+                         (--seconds 0..60, --writes 0..1, --zipf >0, --connections 1..512, --plot PATH)"
                     ));
                 }
             }
@@ -78,6 +92,16 @@ impl Options {
         Ok(options)
     }
 }
+
+/// The kinds of request, for the per-kind latencies.
+const KINDS: [&str; 6] = [
+    "user",
+    "book",
+    "user_books",
+    "cat",
+    "summary",
+    "rename_book",
+];
 
 /// One request of the trace.
 #[derive(Debug, Clone, Copy)]
@@ -169,6 +193,20 @@ fn every_entity() -> Vec<Request> {
     users.chain(books).chain(cats).collect()
 }
 
+impl Request {
+    /// Its index in [`KINDS`].
+    fn kind(self) -> usize {
+        match self {
+            Request::User(_) => 0,
+            Request::Book(_) => 1,
+            Request::UserBooks(_) => 2,
+            Request::Cat(_) => 3,
+            Request::Summary(_) => 4,
+            Request::RenameBook(..) => 5,
+        }
+    }
+}
+
 async fn send(client: &mut Client, request: Request) -> Result<u16, String> {
     let answer = match request {
         Request::User(id) => client.get(&format!("/users/{id}")).await,
@@ -195,22 +233,30 @@ struct Replay {
     requests: usize,
     elapsed: Duration,
     latencies_us: Vec<u32>,
+    /// The same, by kind of request.
+    by_kind: Vec<Vec<u32>>,
     errors: usize,
 }
 
-/// Replay `requests` over [`CONNECTIONS`] connections until they are done
+/// Replay `requests` over `connections` connections until they are done
 /// or `limit` has passed.
-async fn replay(addr: SocketAddr, requests: Arc<Vec<Request>>, limit: Duration) -> Replay {
+async fn replay(
+    addr: SocketAddr,
+    requests: Arc<Vec<Request>>,
+    connections: usize,
+    limit: Duration,
+) -> Replay {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let deadline = started + limit;
     let mut tasks = Vec::new();
-    for _ in 0..CONNECTIONS {
+    for _ in 0..connections {
         let requests = requests.clone();
         let next = next.clone();
         tasks.push(tokio::spawn(async move {
             let mut client = Client::new(addr);
             let mut latencies = Vec::new();
+            let mut by_kind = vec![Vec::new(); KINDS.len()];
             let mut errors = 0;
             while Instant::now() < deadline {
                 let i = next.fetch_add(1, Ordering::Relaxed);
@@ -234,25 +280,35 @@ async fn replay(addr: SocketAddr, requests: Arc<Vec<Request>>, limit: Duration) 
                     }
                 }
                 let micros = sent.elapsed().as_micros();
-                latencies.push(u32::try_from(micros).unwrap_or(u32::MAX));
+                let micros = u32::try_from(micros).unwrap_or(u32::MAX);
+                latencies.push(micros);
+                by_kind[request.kind()].push(micros);
             }
-            (latencies, errors)
+            (latencies, by_kind, errors)
         }));
     }
     let mut latencies_us = Vec::new();
+    let mut by_kind = vec![Vec::new(); KINDS.len()];
     let mut errors = 0;
     for task in tasks {
-        if let Ok((latencies, task_errors)) = task.await {
+        if let Ok((latencies, task_by_kind, task_errors)) = task.await {
             latencies_us.extend(latencies);
+            for (all, more) in by_kind.iter_mut().zip(task_by_kind) {
+                all.extend(more);
+            }
             errors += task_errors;
         }
     }
     let elapsed = started.elapsed();
     latencies_us.sort_unstable();
+    for kind in &mut by_kind {
+        kind.sort_unstable();
+    }
     Replay {
         requests: latencies_us.len(),
         elapsed,
         latencies_us,
+        by_kind,
         errors,
     }
 }
@@ -345,6 +401,7 @@ struct Phase {
 }
 
 async fn phase(
+    connections: usize,
     name: &str,
     database_url: &str,
     redis: Option<&RedisServer>,
@@ -355,6 +412,7 @@ async fn phase(
     let warm = replay(
         service.addr,
         Arc::new(every_entity()),
+        connections,
         Duration::from_secs(60),
     )
     .await;
@@ -362,7 +420,7 @@ async fn phase(
         return Err(format!("{name}: {} errors while warming up", warm.errors));
     }
     let before = stats(service.addr).await?;
-    let run = replay(service.addr, requests, limit).await;
+    let run = replay(service.addr, requests, connections, limit).await;
     let after = stats(service.addr).await?;
     if run.errors > 0 {
         return Err(format!("{name}: {} requests failed", run.errors));
@@ -388,6 +446,12 @@ async fn phase(
         after.local_hits - before.local_hits,
         after.loads - before.loads,
     );
+    let kinds: Vec<String> = KINDS
+        .iter()
+        .zip(&run.by_kind)
+        .map(|(kind, latencies)| format!("{kind}={:.2}", percentile_ms(latencies, 0.99)))
+        .collect();
+    println!("phase cache={name} p99_ms_by_kind {}", kinds.join(" "));
     Ok(phase)
 }
 
@@ -415,20 +479,37 @@ async fn run(options: Options) -> Result<(), String> {
     pool.close().await;
     println!(
         "loadtest: {USERS} users, {} books, {} cats; zipf exponent {}; {:.1}% writes; \
-         {CONNECTIONS} connections; {} s per phase",
+         {} connections; {} s per phase",
         USERS * BOOKS_PER_USER,
         USERS * CATS_PER_USER,
         options.exponent,
         options.writes * 100.0,
+        options.connections,
         options.seconds
     );
 
     let limit = Duration::from_secs_f64(options.seconds);
     let full = Arc::new(trace(&options, 2_000_000));
-    let off = phase("off", &database_url, None, full.clone(), limit).await?;
+    let off = phase(
+        options.connections,
+        "off",
+        &database_url,
+        None,
+        full.clone(),
+        limit,
+    )
+    .await?;
     let same = Arc::new(full[..off.requests].to_vec());
     let redis = RedisServer::start();
-    let on = phase("on", &database_url, Some(&redis), same, limit).await?;
+    let on = phase(
+        options.connections,
+        "on",
+        &database_url,
+        Some(&redis),
+        same,
+        limit,
+    )
+    .await?;
     drop(redis);
     if on.requests < off.requests {
         println!(
@@ -445,11 +526,87 @@ async fn run(options: Options) -> Result<(), String> {
         on.p99_ms / off.p99_ms,
         off.db_queries as f64 / on.db_queries.max(1) as f64
     );
+    if let Some(path) = &options.plot {
+        std::fs::write(path, plot(&options, &off, &on))
+            .map_err(|error| format!("{}: {error}", path.display()))?;
+        println!("plot: {}", path.display());
+    }
     println!(
         "loadtest rps_off={:.0} rps_on={:.0} p99_ms_off={:.2} p99_ms_on={:.2} db_queries_off={} db_queries_on={}",
         off.rps, on.rps, off.p99_ms, on.p99_ms, off.db_queries, on.db_queries
     );
     Ok(())
+}
+
+/// The three figures, off beside on, as an SVG bar chart (no plotting
+/// crate: a few rectangles and labels).
+fn plot(options: &Options, off: &Phase, on: &Phase) -> String {
+    use std::fmt::Write as _;
+    let panels = [
+        ("requests per second", off.rps, on.rps, "higher is better"),
+        ("p99 latency, ms", off.p99_ms, on.p99_ms, "lower is better"),
+        (
+            "PostgreSQL statements per 1,000 requests",
+            off.db_queries as f64 * 1000.0 / off.requests.max(1) as f64,
+            on.db_queries as f64 * 1000.0 / on.requests.max(1) as f64,
+            "lower is better",
+        ),
+    ];
+    let (width, height, panel_width) = (780, 330, 260);
+    let mut svg = String::new();
+    let _ = write!(
+        svg,
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" font-size="13">
+<rect width="100%" height="100%" fill="white"/>
+<text x="{x}" y="22" text-anchor="middle" font-size="15">examples/service, cache off vs on (Redis): zipf {zipf}, {writes:.1}% writes, {requests} requests each</text>
+"##,
+        x = width / 2,
+        zipf = options.exponent,
+        writes = options.writes * 100.0,
+        requests = off.requests,
+    );
+    for (i, (title, off_value, on_value, note)) in panels.iter().enumerate() {
+        let left = 20 + i * panel_width;
+        let top = 70.0;
+        let bottom = 280.0;
+        let max = off_value.max(*on_value).max(f64::MIN_POSITIVE);
+        let _ = write!(
+            svg,
+            r##"<text x="{cx}" y="52" text-anchor="middle">{title}</text>
+<text x="{cx}" y="318" text-anchor="middle" fill="#666" font-size="11">{note}</text>
+<line x1="{l}" y1="{bottom}" x2="{r}" y2="{bottom}" stroke="#999"/>
+"##,
+            cx = left + panel_width / 2 - 10,
+            l = left + 20,
+            r = left + panel_width - 40,
+        );
+        for (j, (label, value, color)) in
+            [("off", off_value, "#9e9e9e"), ("on", on_value, "#1f77b4")]
+                .into_iter()
+                .enumerate()
+        {
+            let bar_height = (bottom - top) * value / max;
+            let shown = if *value >= 100.0 {
+                format!("{value:.0}")
+            } else {
+                format!("{value:.2}")
+            };
+            let x = left + 50 + j * 90;
+            let _ = write!(
+                svg,
+                r##"<rect x="{x}" y="{y:.1}" width="60" height="{bar_height:.1}" fill="{color}"/>
+<text x="{tx}" y="{ly:.1}" text-anchor="middle">{shown}</text>
+<text x="{tx}" y="{by}" text-anchor="middle">cache {label}</text>
+"##,
+                y = bottom - bar_height,
+                tx = x + 30,
+                ly = bottom - bar_height - 6.0,
+                by = bottom + 16.0,
+            );
+        }
+    }
+    svg.push_str("</svg>\n");
+    svg
 }
 
 #[tokio::main]
