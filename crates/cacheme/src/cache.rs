@@ -185,7 +185,7 @@ impl Cache {
         &self.inner.prefix
     }
 
-    /// Whether caching is on (the seed's `ENABLE_CACHE`).
+    /// Whether caching is on (Python cacheme's `ENABLE_CACHE`).
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled()
     }
@@ -200,7 +200,7 @@ impl Cache {
         (**self.inner.settings.load()).clone()
     }
 
-    /// Change settings (the seed's `update_settings`); takes effect on the
+    /// Change settings (Python cacheme's `update_settings`); takes effect on the
     /// next call. The prefix and the codec are not settings: they say where
     /// and how values are stored, so they are fixed when the cache is built.
     ///

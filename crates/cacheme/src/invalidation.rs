@@ -54,7 +54,7 @@ impl Pattern {
         Pattern(key::escape_glob(key))
     }
 
-    /// A raw Redis glob, as in the seed (`test*`). Do not build it from user
+    /// A raw Redis glob, as in Python cacheme (`test*`). Do not build it from user
     /// input; use [`key::escape_glob`](crate::key::escape_glob) on such parts.
     pub fn glob(glob: impl Into<String>) -> Self {
         Pattern(glob.into())
@@ -67,7 +67,7 @@ impl Pattern {
 }
 
 /// An invalidation to run: any mix of keys, invalid keys, patterns and tags
-/// (the seed's `create_invalidation(key=, invalid_key=, pattern=)`).
+/// (Python cacheme's `create_invalidation(key=, invalid_key=, pattern=)`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -290,7 +290,21 @@ fn after_run(cache: &Cache, invalidation: Invalidation, result: Result<u64>) -> 
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     queued: Mutex<Option<Invalidation>>,
+    /// Placeholders this process may have left behind: claiming reads whose
+    /// reply never came (a timeout) may still run when the server resumes.
+    /// Each is released (if it is still this token's) by the retry thread,
+    /// so that other processes do not wait for a lease nobody holds.
+    orphans: Mutex<Vec<Orphan>>,
     retrier: std::sync::OnceLock<()>,
+}
+
+/// A placeholder that a claiming read may have left: its key and token,
+/// and until when it can exist (its lease time).
+#[derive(Debug)]
+struct Orphan {
+    keys: crate::key::StoreKeys,
+    token: String,
+    until: std::time::Instant,
 }
 
 impl Pending {
@@ -329,6 +343,59 @@ impl Pending {
         self.lock().take()
     }
 
+    fn orphans(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Release, once the store answers, the placeholder that a claiming read
+    /// without reply may have written (nothing if it did not, or if another
+    /// caller's is there by then). Bounded like the invalidation queue.
+    pub(crate) fn release_later(
+        &self,
+        inner: &std::sync::Arc<Inner>,
+        keys: &crate::key::StoreKeys,
+        token: &str,
+    ) {
+        let settings = inner.settings();
+        let mut orphans = self.orphans();
+        if orphans.len() >= settings.invalidation_queue {
+            return;
+        }
+        orphans.push(Orphan {
+            keys: keys.clone(),
+            token: token.to_owned(),
+            until: std::time::Instant::now() + settings.lease_ttl,
+        });
+        drop(orphans);
+        self.start(inner);
+    }
+
+    /// Release the orphans whose lease may still run; keep those the store
+    /// could not be asked about.
+    fn release_orphans(&self, inner: &Inner) {
+        let orphans = std::mem::take(&mut *self.orphans());
+        if orphans.is_empty() {
+            return;
+        }
+        let settings = inner.settings();
+        let report = inner.reporting(&settings);
+        let now = std::time::Instant::now();
+        let mut kept = Vec::new();
+        for orphan in orphans.into_iter().filter(|orphan| orphan.until > now) {
+            let release = crate::storage::Release {
+                keys: &orphan.keys,
+                lease: crate::protocol::Lease::Placeholder,
+                token: &orphan.token,
+            };
+            if let Err(error) = inner.backend.run_blocking(&release, &report)
+                && error.is_unavailable()
+            {
+                kept.push(orphan);
+            }
+        }
+        self.orphans().extend(kept);
+    }
+
     /// Put back what a retry could not run.
     fn put_back(&self, invalidation: Invalidation) {
         let mut queued = self.lock();
@@ -355,6 +422,9 @@ impl Pending {
                 .settings()
                 .breaker_cooldown
                 .max(Duration::from_millis(50));
+            if inner.backend.can_block() {
+                inner.pending.release_orphans(&inner);
+            }
             if inner.backend.can_block()
                 && let Some(queued) = inner.pending.take()
             {
@@ -503,7 +573,11 @@ fn scanned(inner: &Inner, pattern: &str, found: &[String]) -> Vec<StoreKeys> {
 /// before returning (what it knows of the sequence, its local tiers, its
 /// flights), as the other processes will when its event reaches them.
 pub(crate) fn applied(inner: &Inner, invalidated: &Invalidated, seq: u64) {
-    inner.stamps.apply(&invalidated.entry(seq));
+    if inner.stamps.apply(&invalidated.entry(seq)) == crate::stamps::Applied::Known {
+        // Applied already (one's own invalidation, echoed by the channel;
+        // or read twice from the log): the local tiers were cleaned then.
+        return;
+    }
     inner.local.apply(invalidated, &inner.stats);
     for key in &invalidated.keys {
         inner.flights.forget(inner.store_keys(key).value());

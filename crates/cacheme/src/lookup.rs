@@ -191,7 +191,8 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        if spec.version().is_some() {
+        if let Some(group) = spec.versions_group(&self.key) {
+            self.groups.push(group);
             self.key = Cow::Owned(spec.versioned(self.key.into_owned()));
         }
         self.spec = spec;
@@ -287,7 +288,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// The value depends on invalid keys computed from the value itself
-    /// (the seed's `c.cacheme_result`); called once per load, before the fill.
+    /// (Python cacheme's `c.cacheme_result`); called once per load, before the fill.
     pub fn depends_on_value(mut self, groups: GroupsOf<'a, V>) -> Self {
         self.groups_of = Some(groups);
         self
@@ -307,7 +308,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// Skip the cache entirely when `skip` is true: the loader runs, nothing
-    /// is read or stored (the seed's `skip`).
+    /// is read or stored (Python cacheme's `skip`).
     pub fn skip(mut self, skip: bool) -> Self {
         self.skip = skip;
         self

@@ -1,4 +1,4 @@
-//! Settings and the builder that connects a cache (the seed's
+//! Settings and the builder that connects a cache (Python cacheme's
 //! `set_connection` and `update_settings`).
 
 use std::time::Duration;
@@ -10,27 +10,27 @@ use crate::{Error, Result};
 /// Settings that can change while the cache runs
 /// ([`Cache::update_settings`]); read on every call.
 ///
-/// The defaults are the seed's (stale data on, no TTL, 5 herd retries), but
-/// for the herd interval: the seed polled every 20 ms; here waiters are woken
+/// The defaults are Python cacheme's (stale data on, no TTL, 5 herd retries), but
+/// for the herd interval: Python cacheme polled every 20 ms; here waiters are woken
 /// as soon as the value is filled, so the interval is only a bound, and 1 s
 /// keeps loads of up to about 5 s down to one load (5 × 20 ms sent waiters
 /// to load for themselves after 100 ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Caching on or off (the seed's `ENABLE_CACHE`). When off, every call
+    /// Caching on or off (Python cacheme's `ENABLE_CACHE`). When off, every call
     /// runs its loader and reads nothing; invalidations still run, so that
     /// other processes (with caching on) do not keep serving old values.
     pub enabled: bool,
     /// Serve stale (invalidated) values while one caller refreshes them
-    /// (the seed's `STALE`). Node meta and decorator arguments override it.
+    /// (Python cacheme's `STALE`). Node meta and decorator arguments override it.
     pub stale: bool,
     /// TTL of values whose node or function sets none.
     pub default_ttl: Option<Duration>,
     /// How many times a caller waits for another caller's load before it
-    /// loads for itself (the seed's `THUNDERING_HERD_RETRY_COUNT`).
+    /// loads for itself (Python cacheme's `THUNDERING_HERD_RETRY_COUNT`).
     pub herd_retries: u32,
-    /// The longest single wait (the seed's `THUNDERING_HERD_RETRY_TIME`).
+    /// The longest single wait (Python cacheme's `THUNDERING_HERD_RETRY_TIME`).
     /// Waiters are woken as soon as the value is filled, so this is a bound,
     /// not a polling period.
     pub herd_interval: Duration,
@@ -238,7 +238,7 @@ impl CacheBuilder {
         self
     }
 
-    /// Turn caching on or off (the seed's `ENABLE_CACHE`); can be changed
+    /// Turn caching on or off (Python cacheme's `ENABLE_CACHE`); can be changed
     /// later with [`Cache::set_enabled`]. When off, every call runs its
     /// loader and the store is not touched.
     pub fn enabled(mut self, enabled: bool) -> Self {

@@ -86,6 +86,7 @@ fn listen(
     stop: &AtomicBool,
 ) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    warn_on_eviction_policy(&mut conn);
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;
@@ -124,6 +125,36 @@ fn listen(
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+/// The `maxmemory-policy` values under which cacheme keeps its promises:
+/// nothing is evicted, or any key may be (the sequence too, which restarts
+/// above every number it gave; see docs/reliability.md). Under the
+/// `volatile-*` policies only keys with a TTL are evicted: a lease (a
+/// placeholder, with its lease time) may go mid-load while the sequence,
+/// which has no TTL, stays, so a second process may load the same key.
+const SAFE_EVICTION_POLICIES: [&str; 4] =
+    ["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random"];
+
+/// Warn (once per subscription) when the server evicts under a policy that
+/// cacheme does not support. `CONFIG` may be refused (managed Redis, ACL):
+/// then nothing is said.
+fn warn_on_eviction_policy(conn: &mut redis::Connection) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(conn);
+    if let Ok(reply) = reply
+        && let [_, policy] = reply.as_slice()
+        && !SAFE_EVICTION_POLICIES.contains(&policy.as_str())
+    {
+        tracing::warn!(
+            policy = policy.as_str(),
+            "cacheme: the server's maxmemory-policy can evict a lease in the middle of a load \
+             (then a key may be loaded twice); use noeviction or an allkeys-* policy \
+             (see docs/reliability.md)"
+        );
     }
 }
 

@@ -230,6 +230,18 @@ pub(crate) struct Fill<'a> {
     pub(crate) ttl_ms: Option<u64>,
 }
 
+/// The longest time to live sent to a store: Redis refuses a `PX` whose
+/// expiry time overflows its clock (`i64` milliseconds), so a longer one
+/// (`Duration::MAX`, say) means "no expiry" (about 146 million years).
+pub(crate) const MAX_TTL_MS: u64 = (i64::MAX / 2) as u64;
+
+impl Fill<'_> {
+    /// The time to live the store applies: `None` for no expiry.
+    pub(crate) fn expiry_ms(&self) -> Option<u64> {
+        self.ttl_ms.filter(|ttl| *ttl <= MAX_TTL_MS)
+    }
+}
+
 impl Op for Fill<'_> {
     type Output = bool;
     const NAME: &'static str = "fill";
@@ -243,7 +255,7 @@ impl Op for Fill<'_> {
             &[
                 self.token.as_bytes(),
                 self.envelope,
-                self.ttl_ms.unwrap_or(0).to_string().as_bytes(),
+                self.expiry_ms().unwrap_or(0).to_string().as_bytes(),
                 cx.channel().as_bytes(),
                 lease_mode(self.lease).as_bytes(),
             ],

@@ -93,7 +93,8 @@ return v
 const CLAIM: &str = r"
 local v = get(KEYS[1])
 if not v or loading(v) or string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return {2, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, v} end
+-- (A lease key of another Redis type is repaired: deleted, then taken.)
+if not get(KEYS[2]) and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, v} end
 if ARGV[4] == '1' then redis.call('APPEND', KEYS[2], '+') end
 return {0, v}
 ";
@@ -108,7 +109,7 @@ if ARGV[5] == 'p' then
   if not loading_by(v, ARGV[1]) then return 0 end
   woken = string.byte(v, WAITERS_AT) ~= 0
 else
-  local lease = redis.call('GET', KEYS[2])
+  local lease = get(KEYS[2])
   if not held_by(lease, ARGV[1]) then return 0 end
   redis.call('DEL', KEYS[2])
   woken = has_waiters(lease, ARGV[1])
@@ -132,7 +133,7 @@ if ARGV[3] == 'p' then
   redis.call('DEL', KEYS[1])
   woken = string.byte(v, WAITERS_AT) ~= 0
 else
-  local lease = redis.call('GET', KEYS[2])
+  local lease = get(KEYS[2])
   if not held_by(lease, ARGV[1]) then return 0 end
   redis.call('DEL', KEYS[2])
   woken = has_waiters(lease, ARGV[1])
@@ -147,7 +148,7 @@ if ARGV[3] == 'p' then
   if loading_by(get(KEYS[1]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return 0
 end
-if held_by(redis.call('GET', KEYS[2]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+if held_by(get(KEYS[2]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 ";
 
@@ -221,14 +222,21 @@ impl Scripts {
         );
         let with_helpers =
             |body: &str| -> &'static str { Box::leak(format!("{prelude}{body}").into_boxed_str()) };
+        // Invalidations must work on a full server (maxmemory reached): the
+        // scripts that mark, delete and record are allowed to run under OOM
+        // (Redis 7 script flags; the flags line must come first). The log
+        // stays capped, so they add at most a bounded amount of memory.
+        let allowed_oom = |body: &str| -> &'static str {
+            Box::leak(format!("#!lua flags=allow-oom\n{prelude}{body}").into_boxed_str())
+        };
         Scripts {
             watch: Script::new(with_helpers(WATCH)),
             claim: Script::new(with_helpers(CLAIM)),
             fill: Script::new(with_helpers(FILL)),
-            release: Script::new(with_helpers(RELEASE)),
+            release: Script::new(allowed_oom(RELEASE)),
             extend: Script::new(with_helpers(EXTEND)),
-            invalidate: Script::new(with_helpers(INVALIDATE)),
-            record: Script::new(with_helpers(RECORD)),
+            invalidate: Script::new(allowed_oom(INVALIDATE)),
+            record: Script::new(allowed_oom(RECORD)),
             sequence: Script::new(with_helpers(SEQUENCE)),
         }
     }
