@@ -1,5 +1,5 @@
 //! An HTTP service on axum whose data lives in PostgreSQL, cached with
-//! cacheme: users, the books they own, and cats (the entities of the seed
+//! cacheme: users, the books they own, and cats (the entities of Python
 //! cacheme's README).
 //!
 //! ```text

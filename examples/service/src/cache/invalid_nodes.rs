@@ -1,5 +1,5 @@
 //! Invalid nodes: the dependency groups that cached values declare
-//! (the seed's `invalid_nodes.py`).
+//! (Python cacheme's `invalid_nodes.py`).
 //!
 //! Invalidating a group makes every value that declared it stale, in O(1)
 //! whatever their number. In the invalidating process that holds before

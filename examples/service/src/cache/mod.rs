@@ -1,5 +1,5 @@
 //! The service's cache: set-up in one place, nodes and invalid nodes in
-//! their own files (the seed's `cache.py`, `nodes.py`, `invalid_nodes.py`),
+//! their own files (Python cacheme's `cache.py`, `nodes.py`, `invalid_nodes.py`),
 //! the reads and what each write invalidates beside them.
 
 pub mod invalid_nodes;

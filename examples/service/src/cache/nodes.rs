@@ -1,5 +1,5 @@
 //! Cache nodes: one struct per kind of cached value; the fields form the
-//! key (the seed's `nodes.py`).
+//! key (Python cacheme's `nodes.py`).
 //!
 //! Each entity is cached as two nodes:
 //!
@@ -8,7 +8,7 @@
 //!   and never served stale. Writes invalidate it by key, which changes
 //!   Redis itself before the write's response is sent, so a reader in any
 //!   process sees the new version as soon as the write has returned;
-//! - a **body node** (`user:{id}@{version}`): the row as of that version.
+//! - a **body node** (`user:{id}:v{version}`): the row as of that version.
 //!   A version never changes, so the body needs no invalidation and every
 //!   process may keep it in its local tier: reading it costs no round trip,
 //!   and it can never be old.
@@ -32,7 +32,7 @@ pub struct UserVersionNode {
 
 /// User `id` at `version`, kept in every process's local tier.
 #[derive(Debug, Node)]
-#[node(key = "user:{id}@{version}", value = User, ttl = 3600, tag = "users",
+#[node(key = "user:{id}:v{version}", value = User, ttl = 3600, tag = "users",
        local_ttl = "10m", local_capacity = 50_000)]
 pub struct UserNode {
     /// The user's id.
@@ -51,7 +51,7 @@ pub struct BookVersionNode {
 
 /// Book `id` at `version`.
 #[derive(Debug, Node)]
-#[node(key = "book:{id}@{version}", value = Book, ttl = 3600, tag = "books",
+#[node(key = "book:{id}:v{version}", value = Book, ttl = 3600, tag = "books",
        local_ttl = "10m", local_capacity = 100_000)]
 pub struct BookNode {
     /// The book's id.
@@ -70,7 +70,7 @@ pub struct CatVersionNode {
 
 /// Cat `id` at `version`.
 #[derive(Debug, Node)]
-#[node(key = "cat:{id}@{version}", value = Cat, ttl = 3600, tag = "cats",
+#[node(key = "cat:{id}:v{version}", value = Cat, ttl = 3600, tag = "cats",
        local_ttl = "10m", local_capacity = 100_000)]
 pub struct CatNode {
     /// The cat's id.
