@@ -22,6 +22,13 @@ fn database_url() -> String {
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_owned())
 }
 
+/// Say that a test is skipped, past libtest's capture of `println!` (which
+/// hides the output of passing tests): straight to the process's stderr.
+fn skipped(why: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIPPED {why}");
+}
+
 /// A schema of this test's own, dropped (with everything in it) on drop.
 struct Schema {
     name: String,
@@ -38,11 +45,15 @@ impl Schema {
         match reachable {
             Ok(Ok(pool)) => pool.close().await,
             Ok(Err(error)) => {
-                println!("SKIPPED {test}: no PostgreSQL reachable at {url} ({error})");
+                skipped(&format!(
+                    "{test}: no PostgreSQL reachable at {url} ({error})"
+                ));
                 return None;
             }
             Err(_) => {
-                println!("SKIPPED {test}: no PostgreSQL answered at {url} within 5 s");
+                skipped(&format!(
+                    "{test}: no PostgreSQL answered at {url} within 5 s"
+                ));
                 return None;
             }
         }
