@@ -546,13 +546,13 @@ fn plot(options: &Options, off: &Phase, on: &Phase) -> String {
         ("requests per second", off.rps, on.rps, "higher is better"),
         ("p99 latency, ms", off.p99_ms, on.p99_ms, "lower is better"),
         (
-            "PostgreSQL statements per 1,000 requests",
+            "statements per 1,000 requests",
             off.db_queries as f64 * 1000.0 / off.requests.max(1) as f64,
             on.db_queries as f64 * 1000.0 / on.requests.max(1) as f64,
             "lower is better",
         ),
     ];
-    let (width, height, panel_width) = (780, 330, 260);
+    let (width, height, panel_width) = (800, 340, 260);
     let mut svg = String::new();
     let _ = write!(
         svg,
@@ -567,13 +567,13 @@ fn plot(options: &Options, off: &Phase, on: &Phase) -> String {
     );
     for (i, (title, off_value, on_value, note)) in panels.iter().enumerate() {
         let left = 20 + i * panel_width;
-        let top = 70.0;
-        let bottom = 280.0;
+        let top = 90.0;
+        let bottom = 290.0;
         let max = off_value.max(*on_value).max(f64::MIN_POSITIVE);
         let _ = write!(
             svg,
             r##"<text x="{cx}" y="52" text-anchor="middle">{title}</text>
-<text x="{cx}" y="318" text-anchor="middle" fill="#666" font-size="11">{note}</text>
+<text x="{cx}" y="328" text-anchor="middle" fill="#666" font-size="11">{note}</text>
 <line x1="{l}" y1="{bottom}" x2="{r}" y2="{bottom}" stroke="#999"/>
 "##,
             cx = left + panel_width / 2 - 10,
