@@ -15,6 +15,7 @@
 #[macro_use]
 mod fixtures;
 
+mod batch;
 mod correctness;
 mod decorator;
 mod decorator_blocking;
@@ -28,3 +29,4 @@ mod public_api;
 mod settings;
 mod sources;
 mod storage;
+mod writes;

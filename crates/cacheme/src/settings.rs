@@ -78,6 +78,11 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// How long the circuit breaker stays open before it probes Redis again.
     pub breaker_cooldown: Duration,
+    /// Spread stored TTLs by up to ± this percentage (0 to 100; default 0),
+    /// so that the keys of a warm-up do not all expire at once. Each key's
+    /// spread is fixed (a hash of the key): the same key always gets the
+    /// same TTL, in the store and in the local tier.
+    pub ttl_jitter_percent: u8,
 }
 
 impl Default for Settings {
@@ -100,6 +105,7 @@ impl Default for Settings {
             hard_timeout: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
+            ttl_jitter_percent: 0,
         }
     }
 }
@@ -255,6 +261,18 @@ impl CacheBuilder {
     /// TTL for values whose node or function sets none (default none).
     pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.settings.default_ttl = ttl;
+        self
+    }
+
+    /// Spread stored TTLs by up to ± `percent` % (at most 100), fixed per key:
+    /// keys loaded together do not all expire together (default 0).
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder().ttl_jitter_percent(10).build().expect("memory store");
+    /// assert_eq!(cache.settings().ttl_jitter_percent, 10);
+    /// ```
+    pub fn ttl_jitter_percent(mut self, percent: u8) -> Self {
+        self.settings.ttl_jitter_percent = percent.min(100);
         self
     }
 

@@ -14,6 +14,9 @@
 //!   invalidation log for what it missed; what the log no longer has is
 //!   *lost*: values claimed before it are reloaded rather than trusted, and
 //!   the local tiers are emptied.
+//! - When no numbered event has arrived for [`SEQUENCE_CHECK`] (50 ms),
+//!   the sequence is read: an event dropped without a disconnect is noticed
+//!   even when no later event reveals the gap.
 //! - A connection that goes quiet is pinged: a half-open connection (the
 //!   server gone without a reset) is noticed within [`HEALTH`] + the read
 //!   timeout, and replaced.
@@ -29,8 +32,16 @@ use crate::cache::Inner;
 use crate::events::{Invalidated, Message};
 use crate::storage::ReadLog;
 
-/// How long a read blocks before the thread checks whether to stop.
-const POLL: Duration = Duration::from_millis(250);
+/// How long a read blocks before the thread checks whether to stop (and
+/// whether to check the sequence).
+const POLL: Duration = Duration::from_millis(25);
+/// How often the sequence is read when no numbered event arrived: an event
+/// that Redis dropped without closing the connection (output-buffer limits,
+/// a lossy link) is noticed within this time even if no other event follows
+/// it, and what it said is read back from the log. One small request (the
+/// sequence and an empty log range) per interval, only while the channel
+/// brings no invalidations.
+const SEQUENCE_CHECK: Duration = Duration::from_millis(50);
 /// Pause between reconnection attempts.
 const BACKOFF: Duration = Duration::from_millis(200);
 /// How long the connection may stay quiet before it is pinged.
@@ -104,9 +115,19 @@ fn listen(
         None => return Ok(()),
     }
     let mut last_heard = Instant::now();
+    let mut last_numbered = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if last_numbered.elapsed() >= SEQUENCE_CHECK {
+            let Some(cache) = cache.upgrade() else {
+                return Ok(());
+            };
+            // Nothing numbered came for a while: was something dropped?
+            // (Errors are the store's trouble: the next check tries again.)
+            let _ = catch_up(&cache);
+            last_numbered = Instant::now();
         }
         match pubsub.get_message() {
             Ok(message) => {
@@ -114,7 +135,11 @@ fn listen(
                 let Some(cache) = cache.upgrade() else {
                     return Ok(());
                 };
-                dispatch(&cache, message.get_payload_bytes());
+                let payload = message.get_payload_bytes();
+                if payload.first() == Some(&crate::events::INVALIDATED) {
+                    last_numbered = Instant::now();
+                }
+                dispatch(&cache, payload);
             }
             Err(error) if error.is_timeout() => {
                 if last_heard.elapsed() >= HEALTH {

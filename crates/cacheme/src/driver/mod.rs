@@ -14,9 +14,11 @@
 //!    loader), feed the result back. Everything that is not I/O lives in
 //!    `run.rs`; `lease.rs` renews and releases the lease the leader holds.
 
+pub(crate) mod batch;
 mod lease;
 mod run;
 mod steps;
+pub(crate) mod write;
 
 use std::future::Future;
 use std::sync::Arc;

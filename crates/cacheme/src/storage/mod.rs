@@ -11,6 +11,7 @@
 //! Every op touches one Redis Cluster hash slot: a key's value and lease
 //! (`{key}`), or the invalidation sequence (`{inv}`).
 
+pub(crate) mod batch;
 pub(crate) mod memory;
 #[cfg(test)]
 mod parity;
