@@ -226,6 +226,30 @@ impl Db {
             .transpose()
     }
 
+    /// The books with these ids (those that exist).
+    pub async fn books_by_ids(&self, ids: &[i64]) -> Result<Vec<Book>, sqlx::Error> {
+        counted();
+        sqlx::query("SELECT id, title, owner_id, version FROM books WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(book)
+            .collect()
+    }
+
+    /// The cats with these ids (those that exist).
+    pub async fn cats_by_ids(&self, ids: &[i64]) -> Result<Vec<Cat>, sqlx::Error> {
+        counted();
+        sqlx::query("SELECT id, name, age, owner_id, version FROM cats WHERE id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await?
+            .iter()
+            .map(cat)
+            .collect()
+    }
+
     /// The books of user `owner_id`, by id.
     pub async fn books_of(&self, owner_id: i64) -> Result<Vec<Book>, sqlx::Error> {
         counted();

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::future::Future;
+use std::sync::{Mutex, PoisonError};
 
 use cacheme::{LoadError, Node, cacheme};
 use serde::{Deserialize, Serialize};
@@ -30,25 +31,36 @@ pub enum LoadFailure {
 /// timeout. Store trouble never shows up here: the cache fails open.
 pub type ReadError = LoadError<LoadFailure>;
 
-/// A row with a version.
+/// A row with an id and a version.
 pub trait Versioned {
+    /// The row's id.
+    fn id(&self) -> i64;
     /// The row's version.
     fn version(&self) -> i64;
 }
 
 impl Versioned for User {
+    fn id(&self) -> i64 {
+        self.id
+    }
     fn version(&self) -> i64 {
         self.version
     }
 }
 
 impl Versioned for Book {
+    fn id(&self) -> i64 {
+        self.id
+    }
     fn version(&self) -> i64 {
         self.version
     }
 }
 
 impl Versioned for Cat {
+    fn id(&self) -> i64 {
+        self.id
+    }
     fn version(&self) -> i64 {
         self.version
     }
@@ -113,41 +125,55 @@ pub async fn cat(db: &Db, id: i64) -> Result<Option<Cat>, ReadError> {
     versioned::<_, CatVersionNode, CatNode, _, _>(id, || db.cat(id)).await
 }
 
-/// The bodies of `refs`, from body node `B`: rows the list's loader just
-/// read are used as they are; the others are read one by one.
-///
-/// Batch reads (`get_or_load_many`, issue 15) plug in here: one call for
-/// every ref, one store round trip for the ones no local tier holds.
+/// The bodies of `refs`, from body node `B`, with one batch read: the
+/// local tiers first, then one `MGET` for the rest, then one loader call for
+/// what the store lacks. The rows the list's loader just read are used as
+/// they are; the others come from one query (`fetch_many`). Rows deleted
+/// since the list was cached are left out.
 async fn bodies<T, B, F, Fut>(
     refs: &[Ref],
-    mut fetched: HashMap<i64, T>,
-    fetch: F,
+    fetched: HashMap<i64, T>,
+    fetch_many: F,
 ) -> Result<Vec<T>, ReadError>
 where
-    T: Versioned + Send + Sync + 'static,
+    T: Versioned + Clone + Send + Sync + 'static,
     B: Node<Value = T> + From<(i64, i64)>,
-    F: Fn(i64) -> Fut,
-    Fut: Future<Output = Result<Option<T>, sqlx::Error>>,
+    F: Fn(Vec<i64>) -> Fut,
+    Fut: Future<Output = Result<Vec<T>, sqlx::Error>>,
 {
-    let mut out = Vec::with_capacity(refs.len());
-    for &Ref { id, version } in refs {
-        let row = fetched.remove(&id);
-        let fetch = &fetch;
-        let body = B::objects()
-            .get_or_load((id, version), || async move {
-                match row {
-                    Some(row) if row.version() >= version => Ok(row),
-                    _ => fetch(id).await?.ok_or(LoadFailure::Gone),
-                }
-            })
-            .await;
-        match body {
-            Ok(body) => out.push(body),
-            Err(error) if matches!(error.loader_error(), Some(LoadFailure::Gone)) => {}
-            Err(error) => return Err(error),
-        }
-    }
-    Ok(out)
+    let fetched = Mutex::new(fetched);
+    let (fetched, fetch_many) = (&fetched, &fetch_many);
+    let ids = refs.iter().map(|r| (r.id, r.version));
+    let bodies = B::objects()
+        .get_or_load_many(ids, |missing: Vec<(i64, i64)>| async move {
+            let mut rows =
+                std::mem::take(&mut *fetched.lock().unwrap_or_else(PoisonError::into_inner));
+            // A row's version is the one asked for or a newer one, never an
+            // older: an older one is read again.
+            let absent: Vec<i64> = missing
+                .iter()
+                .filter(|(id, version)| rows.get(id).is_none_or(|row| row.version() < *version))
+                .map(|(id, _)| *id)
+                .collect();
+            if !absent.is_empty() {
+                rows.extend(
+                    fetch_many(absent)
+                        .await?
+                        .into_iter()
+                        .map(|row| (row.id(), row)),
+                );
+            }
+            let found: Vec<((i64, i64), T)> = missing
+                .into_iter()
+                .filter_map(|(id, version)| {
+                    let row = rows.remove(&id).filter(|row| row.version() >= version)?;
+                    Some(((id, version), row))
+                })
+                .collect();
+            Ok::<_, LoadFailure>(found)
+        })
+        .await?;
+    Ok(bodies.into_iter().flatten().collect())
 }
 
 /// The books of user `owner_id`.
@@ -166,7 +192,12 @@ pub async fn books_of(db: &Db, owner_id: i64) -> Result<Vec<Book>, ReadError> {
             Ok(refs)
         })
         .await?;
-    bodies::<_, BookNode, _, _>(&refs, fetched, |id| db.book(id)).await
+    bodies::<_, BookNode, _, _>(
+        &refs,
+        fetched,
+        |ids| async move { db.books_by_ids(&ids).await },
+    )
+    .await
 }
 
 /// The cats of user `owner_id`.
@@ -185,7 +216,12 @@ pub async fn cats_of(db: &Db, owner_id: i64) -> Result<Vec<Cat>, ReadError> {
             Ok(refs)
         })
         .await?;
-    bodies::<_, CatNode, _, _>(&refs, fetched, |id| db.cat(id)).await
+    bodies::<_, CatNode, _, _>(
+        &refs,
+        fetched,
+        |ids| async move { db.cats_by_ids(&ids).await },
+    )
+    .await
 }
 
 /// A user and how many books and cats they have.
