@@ -76,3 +76,10 @@ invalidation:
 # zipf trace when benches/trace.rs exists, then docs/benchmarks.md and its plots.
 bench:
     ./scripts/bench
+
+# cacheme on a spawned Redis Cluster (3 primaries + replicas, about a minute):
+# the herd (4 processes x 50 tasks), a zipf trace, remote hits against a raw
+# GET, and a 20 s fault soak with two primary kills; last line:
+# `cluster primaries=3 loads=1 trace_loads_eq_unique=true faults_errors_to_caller=0 wrong_values=0 failover_recovered_ms=..`.
+cluster:
+    cargo bench -p cacheme-benches --bench cluster

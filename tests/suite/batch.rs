@@ -116,7 +116,7 @@ fn holds(conn: &mut redis::Connection, cache: &Cache, id: u64) -> bool {
         .expect("EXISTS")
 }
 
-on_both_stores! {
+on_every_store! {
     /// Values come back in the order of the ids, duplicates included; the
     /// loader is called once, with each missing id once; cached ids are not
     /// loaded; an empty input makes no call at all. A warm batch is one
@@ -168,7 +168,7 @@ on_both_stores! {
         let objects = fx.cache.objects::<BatchCatNode>();
         let loader = Loader::new();
         // Keys of this test's own: the hook log is shared by the binary.
-        let base = if fx.is_redis() { 1_000 } else { 2_000 };
+        let base = match fx.store_name() { "redis" => 1_000, "cluster" => 3_000, _ => 2_000 };
         objects.get_or_load_many([base], |ids| loader.load(ids)).await.expect("loads");
         let before = fx.cache.stats();
         objects
@@ -308,10 +308,7 @@ on_both_stores! {
     /// Concurrent batches that overlap load each id once (in one process:
     /// two tasks; on Redis also two caches, standing for two processes).
     async fn overlapping_batches_load_each_id_once(fx) {
-        let second = match &fx.server {
-            Some(server) => Cache::builder().redis_url(server.url()).build().expect("cache"),
-            None => fx.cache.clone(),
-        };
+        let second = fx.other_process();
         let loads: Arc<Mutex<HashMap<u64, u32>>> = Arc::default();
         let barrier = Arc::new(Barrier::new(4));
         let tasks: Vec<_> = [(&fx.cache, 0..30), (&second, 15..45), (&fx.cache, 10..40), (&second, 0..45)]

@@ -45,10 +45,7 @@ fn redis_cache(server: &RedisServer) -> Cache {
 /// Another process on the fixture's store: a second cache on its Redis, or
 /// the fixture's own cache on the memory store (one process only).
 fn other_process(fx: &Fixture) -> Cache {
-    match &fx.server {
-        Some(server) => redis_cache(server),
-        None => fx.cache.clone(),
-    }
+    fx.other_process()
 }
 
 /// Wait (bounded) until `done` holds; the bound only turns a hang into a failure.
@@ -254,7 +251,7 @@ struct SweptNode {
     id: u64,
 }
 
-on_both_stores! {
+on_every_store! {
     /// Issue 19, item 1: "Tag sweep un-indexes reloaded keys: the sweep
     /// deletes a page of keys then ZREMs the page unconditionally
     /// (invalidation.rs), so a key refilled or re-leased in between leaves
@@ -797,7 +794,7 @@ async fn item_5_volatile_ttl_evicting_a_lease_mid_load_still_loads_once() {
 
 // --------------------------------------------------------------- item 6 --
 
-on_both_stores! {
+on_every_store! {
     /// Issue 19, item 6: "A refused fill still writes its index entries (ZADD
     /// without GT), shortening a live value's score or leaving members for
     /// keys with no value."
@@ -862,7 +859,7 @@ async fn between_clock_ticks(cache: &Cache) {
     tokio::time::sleep(Duration::from_millis(500)).await;
 }
 
-on_both_stores! {
+on_every_store! {
     /// Issue 19, item 7: "The local tier keeps entries for local_ttl whatever
     /// the value's own TTL (ttl = 1 served 10 s later); refresh_after does
     /// not bound it either."
@@ -1154,7 +1151,7 @@ on_both_stores! {
 
 // -------------------------------------------------------------- item 11 --
 
-on_both_stores! {
+on_every_store! {
     /// Issue 19, item 11: "A cancelled or panicking leader (or a panicking
     /// miss hook) never releases its lease: others wait and load for ~3 s.
     /// Release on drop."

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, InvalidNode, Node};
-use cacheme_test_support::RedisServer;
+use cacheme_test_support::{RedisCluster, RedisServer};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------- caches --
@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 pub struct Fixture {
     pub cache: Cache,
     pub server: Option<RedisServer>,
+    /// On the binary's Redis Cluster ([`cluster()`]), under a prefix of its own.
+    pub on_cluster: bool,
 }
 
 impl Fixture {
@@ -39,6 +41,7 @@ impl Fixture {
         Fixture {
             cache: Cache::builder().build().expect("memory cache"),
             server: None,
+            on_cluster: false,
         }
     }
 
@@ -51,6 +54,45 @@ impl Fixture {
         Fixture {
             cache,
             server: Some(server),
+            on_cluster: false,
+        }
+    }
+
+    /// A cache on the binary's Redis Cluster, under a key prefix of its own.
+    pub fn cluster() -> Self {
+        Fixture {
+            cache: cluster_cache(),
+            server: None,
+            on_cluster: true,
+        }
+    }
+
+    /// Another process on the fixture's store: a second cache on its Redis
+    /// (or cluster, under the same prefix), or the fixture's own cache on the
+    /// memory store (one process only).
+    pub fn other_process(&self) -> Cache {
+        if self.on_cluster {
+            return Cache::builder()
+                .cluster_urls(cluster().node_urls())
+                .prefix(self.cache.prefix())
+                .build()
+                .expect("valid cluster urls");
+        }
+        match &self.server {
+            Some(server) => Cache::builder()
+                .redis_url(server.url())
+                .build()
+                .expect("a valid redis url"),
+            None => self.cache.clone(),
+        }
+    }
+
+    /// "memory", "redis" or "cluster": for names that must differ per store.
+    pub fn store_name(&self) -> &'static str {
+        match (&self.server, self.on_cluster) {
+            (_, true) => "cluster",
+            (Some(_), false) => "redis",
+            (None, false) => "memory",
         }
     }
 
@@ -85,6 +127,64 @@ macro_rules! on_both_stores {
             }
         }
     )*};
+}
+
+/// Define one test per store, the Redis Cluster included: `mod name {
+/// memory(), redis(), cluster() }`. The cluster's variant also checks that
+/// no operation was refused as cross-slot.
+macro_rules! on_every_store {
+    ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let $fx = $crate::fixtures::Fixture::memory();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let $fx = $crate::fixtures::Fixture::redis();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                let $fx = $crate::fixtures::Fixture::cluster();
+                let cache = $fx.cache.clone();
+                $body
+                $crate::fixtures::assert_one_slot_per_op(&cache);
+            }
+        }
+    )*};
+}
+
+/// The binary's Redis Cluster (3 primaries, 1 replica each), started on
+/// first use and shared by the tests, each under a prefix of its own. Tests
+/// that kill or move nodes start a cluster of their own.
+pub fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+/// A cache on the binary's cluster, under a key prefix of its own.
+pub fn cluster_cache() -> Cache {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!("c{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+    Cache::builder()
+        .cluster_urls(cluster().node_urls())
+        .prefix(prefix)
+        .build()
+        .expect("valid cluster urls")
+}
+
+/// No operation of `cache` was refused as touching several hash slots.
+pub fn assert_one_slot_per_op(cache: &Cache) {
+    let stats = cache.stats();
+    assert_eq!(stats.cross_slot_error, 0, "CROSSSLOT errors: {stats:?}");
 }
 
 /// The test binary's redis-server (killed by its watchdog when the binary exits).

@@ -16,6 +16,7 @@
 mod fixtures;
 
 mod batch;
+mod cluster;
 mod correctness;
 mod decorator;
 mod decorator_blocking;

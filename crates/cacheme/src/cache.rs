@@ -142,6 +142,25 @@ impl Cache {
                     sequence.clone(),
                 ))
             }
+            #[cfg(not(feature = "cluster"))]
+            Source::Cluster(_) => Backend::Memory(MemoryStore::default()),
+            #[cfg(feature = "cluster")]
+            Source::Cluster(crate::settings::ClusterSource { urls, connection }) => {
+                let described = crate::settings::describe_cluster(&urls);
+                let cluster =
+                    storage::cluster::ClusterSource::new(&urls, connection).map_err(|source| {
+                        Error::Connect {
+                            url: described.clone(),
+                            source,
+                        }
+                    })?;
+                Backend::Redis(RedisStore::new(
+                    None,
+                    storage::redis::AsyncSource::Cluster(Box::new(cluster)),
+                    described,
+                    sequence.clone(),
+                ))
+            }
         };
         // The memory store needs no events to stay coherent: one process.
         let memory = matches!(backend, Backend::Memory(_));
@@ -168,10 +187,11 @@ impl Cache {
             pending: Default::default(),
         });
         if let Backend::Redis(store) = &inner.backend
-            && let Some(client) = store.client()
+            && let clients = store.subscriber_clients()
+            && !clients.is_empty()
         {
             crate::subscriber::spawn(
-                client.clone(),
+                clients,
                 sequence.channel,
                 Arc::downgrade(&inner),
                 inner.subscriber_stop.clone(),

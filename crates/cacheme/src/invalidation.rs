@@ -26,7 +26,7 @@ use crate::Result;
 use crate::cache::{Cache, Inner, global};
 use crate::events::Invalidated;
 use crate::key::{self, StoreKeys};
-use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage, WaitReplicas};
+use crate::storage::{Invalidate, PAGE, Primaries, Record, Removal, ScanPage, WaitReplicas};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -115,23 +115,44 @@ macro_rules! execute {
     ($inner:ident, $plan:ident, $report:ident, $settings:ident, $run_op:ident $(, .$await:tt)?) => {{
         let backend = &$inner.backend;
         let mut count = 0;
+        // On a cluster, a durable invalidation waits for the replicas of
+        // the primaries it wrote to (of every primary when it wrote many
+        // slots), so that a primary that is down elsewhere does not fail it.
+        let mut written = Written::new($plan.durable.is_some() && backend.is_cluster());
         for batch in $plan.store_keys.chunks(PAGE) {
             let op = Invalidate { keys: batch, removal: Removal::MarkStale };
             count += backend.$run_op(&op, &$report)$(.$await)??;
+            written.note(batch);
         }
+        // A cluster's keys are spread over its primaries: scan each of them
+        // (the invalidation of a key found goes to its slot's node).
+        let primaries = if $plan.patterns.is_empty() || !backend.is_cluster() {
+            Vec::new()
+        } else {
+            backend.$run_op(&Primaries, &$report)$(.$await)??
+        };
+        let nodes: Vec<Option<&str>> = if backend.is_cluster() {
+            primaries.iter().map(|node| Some(node.as_str())).collect()
+        } else {
+            vec![None]
+        };
         for (glob, pattern) in &$plan.patterns {
-            let mut cursor = 0;
-            loop {
-                let (next, found) = backend.$run_op(&ScanPage { glob, cursor }, &$report)$(.$await)??;
-                let keys = scanned(&$inner, pattern, &found);
-                if !keys.is_empty() {
-                    let op = Invalidate { keys: &keys, removal: Removal::Delete };
-                    count += backend.$run_op(&op, &$report)$(.$await)??;
+            for node in &nodes {
+                let mut cursor = 0;
+                loop {
+                    let page = ScanPage { glob, cursor, node: *node };
+                    let (next, found) = backend.$run_op(&page, &$report)$(.$await)??;
+                    let keys = scanned(&$inner, pattern, &found);
+                    if !keys.is_empty() {
+                        let op = Invalidate { keys: &keys, removal: Removal::Delete };
+                        count += backend.$run_op(&op, &$report)$(.$await)??;
+                        written.note(&keys);
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         if !$plan.invalidated.is_empty() {
@@ -139,9 +160,10 @@ macro_rules! execute {
             let op = Record { payload: &payload, log_len: $settings.invalidation_log_len };
             let seq = backend.$run_op(&op, &$report)$(.$await)??;
             applied(&$inner, &$plan.invalidated, seq);
+            written.note_key(crate::events::SequenceKeys::new(&$inner.prefix).seq);
         }
         if let Some((replicas, timeout)) = $plan.durable {
-            let op = WaitReplicas { replicas, timeout };
+            let op = WaitReplicas { replicas, timeout, written: written.keys() };
             let acknowledged = backend.$run_op(&op, &$report)$(.$await)??;
             if acknowledged < replicas {
                 return Err(crate::Error::NotReplicated {
@@ -156,6 +178,45 @@ macro_rules! execute {
         }
         Ok(count)
     }};
+}
+
+/// The keys a durable invalidation on a cluster wrote, for its `WAIT`.
+struct Written {
+    track: bool,
+    keys: Vec<String>,
+}
+
+impl Written {
+    /// Past this many keys, `WAIT` asks every primary.
+    const MAX: usize = 64;
+
+    fn new(track: bool) -> Self {
+        Written {
+            track,
+            keys: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, keys: &[StoreKeys]) {
+        for keys in keys {
+            self.note_key(keys.value().to_owned());
+        }
+    }
+
+    fn note_key(&mut self, key: String) {
+        if self.track && self.keys.len() <= Self::MAX {
+            self.keys.push(key);
+        }
+    }
+
+    /// The keys written; empty (every primary) when they were too many.
+    fn keys(self) -> Vec<String> {
+        if self.keys.len() > Self::MAX {
+            Vec::new()
+        } else {
+            self.keys
+        }
+    }
 }
 
 impl Invalidation {

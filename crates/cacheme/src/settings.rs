@@ -119,6 +119,18 @@ pub(crate) enum Source {
         #[cfg(feature = "deadpool")]
         pool: Option<deadpool_redis::Pool>,
     },
+    /// A Redis Cluster (only built with the `cluster` feature).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Cluster(ClusterSource),
+}
+
+/// A Redis Cluster's initial nodes, and the application's own async
+/// connection if it gave one.
+pub(crate) struct ClusterSource {
+    #[cfg(feature = "cluster")]
+    pub(crate) urls: Vec<String>,
+    #[cfg(feature = "cluster")]
+    pub(crate) connection: Option<redis::cluster_async::ClusterConnection>,
 }
 
 /// Builds a [`Cache`]: where it stores values and how it behaves.
@@ -177,7 +189,7 @@ impl CacheBuilder {
                 #[cfg(feature = "deadpool")]
                 pool,
             },
-            Source::Memory => Source::Redis {
+            Source::Memory | Source::Cluster(_) => Source::Redis {
                 url,
                 manager: None,
                 #[cfg(feature = "deadpool")]
@@ -204,7 +216,7 @@ impl CacheBuilder {
                 #[cfg(feature = "deadpool")]
                 pool,
             },
-            Source::Memory => Source::Redis {
+            Source::Memory | Source::Cluster(_) => Source::Redis {
                 url: None,
                 manager: Some(manager),
                 #[cfg(feature = "deadpool")]
@@ -229,11 +241,69 @@ impl CacheBuilder {
                 manager,
                 pool: Some(pool),
             },
-            Source::Memory => Source::Redis {
+            Source::Memory | Source::Cluster(_) => Source::Redis {
                 url: None,
                 manager: None,
                 pool: Some(pool),
             },
+        };
+        self
+    }
+
+    /// Store values in a Redis Cluster whose nodes include these
+    /// (`redis://host:port`; a few are enough, the others are discovered).
+    /// Async calls use redis-rs's async cluster connection (one multiplexed
+    /// connection per node, following `MOVED`/`ASK` and failovers), blocking
+    /// calls a few synchronous cluster connections, and the event subscriber
+    /// listens on one of these nodes (the next one when it fails). See
+    /// `docs/deployments.md`.
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder()
+    ///     .cluster_urls(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .build()
+    ///     .expect("valid URLs; nothing is connected before first use");
+    /// # drop(cache);
+    /// ```
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_urls<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        let urls = urls.into_iter().map(Into::into).collect();
+        self.source = match self.source {
+            Source::Cluster(ClusterSource { connection, .. }) => {
+                Source::Cluster(ClusterSource { urls, connection })
+            }
+            _ => Source::Cluster(ClusterSource {
+                urls,
+                connection: None,
+            }),
+        };
+        self
+    }
+
+    /// Send async commands over the application's own Redis Cluster
+    /// connection. Add [`cluster_urls`](Self::cluster_urls) too for blocking
+    /// calls and for push wake-ups and coherent local tiers (the event
+    /// subscriber needs a node to listen on).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_connection(
+        mut self,
+        connection: redis::cluster_async::ClusterConnection,
+    ) -> Self {
+        self.source = match self.source {
+            Source::Cluster(ClusterSource { urls, .. }) => Source::Cluster(ClusterSource {
+                urls,
+                connection: Some(connection),
+            }),
+            _ => Source::Cluster(ClusterSource {
+                urls: Vec::new(),
+                connection: Some(connection),
+            }),
         };
         self
     }
@@ -368,6 +438,10 @@ impl std::fmt::Debug for CacheBuilder {
             Source::Memory => "memory".to_owned(),
             Source::Redis { url: Some(url), .. } => redact(url),
             Source::Redis { .. } => "application connection".to_owned(),
+            #[cfg(feature = "cluster")]
+            Source::Cluster(cluster) => describe_cluster(&cluster.urls),
+            #[cfg(not(feature = "cluster"))]
+            Source::Cluster(_) => "cluster".to_owned(),
         };
         f.debug_struct("CacheBuilder")
             .field("source", &source)
@@ -376,6 +450,16 @@ impl std::fmt::Debug for CacheBuilder {
             .field("settings", &self.settings)
             .finish()
     }
+}
+
+/// A cluster's initial nodes (passwords removed), for logs and errors.
+#[cfg(feature = "cluster")]
+pub(crate) fn describe_cluster(urls: &[String]) -> String {
+    if urls.is_empty() {
+        return "application cluster connection".to_owned();
+    }
+    let urls: Vec<String> = urls.iter().map(|url| redact(url)).collect();
+    format!("cluster [{}]", urls.join(", "))
 }
 
 /// A URL with its password replaced by `***`, for logs and errors.

@@ -50,25 +50,34 @@ pub(crate) const HEALTH: Duration = Duration::from_secs(1);
 const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
-/// dropped.
+/// dropped. It listens through the first of `clients` and, when that
+/// connection fails, through the next one (a Redis Cluster broadcasts the
+/// channel to every node, so any node will do).
 pub(crate) fn spawn(
-    client: redis::Client,
+    clients: Vec<redis::Client>,
     channel: String,
     cache: Weak<Inner>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("cacheme-subscriber".into())
-        .spawn(move || run(&client, &channel, &cache, &stop));
+        .spawn(move || run(&clients, &channel, &cache, &stop));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cacheme: cannot start the subscriber thread; waiters will poll");
     }
 }
 
-fn run(client: &redis::Client, channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
+fn run(clients: &[redis::Client], channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
     let mut reported = false;
+    let mut attempt = 0;
+    // The nodes to listen on: those given, then those learnt from a cluster.
+    let mut candidates = clients.to_vec();
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
-        match listen(client, channel, cache, stop) {
+        let Some(client) = candidates.get(attempt % candidates.len().max(1)).cloned() else {
+            return;
+        };
+        attempt += 1;
+        match listen(&client, channel, cache, stop, &mut candidates) {
             Ok(()) => return,
             Err(error) => {
                 if !reported {
@@ -95,9 +104,21 @@ fn listen(
     channel: &str,
     cache: &Weak<Inner>,
     stop: &AtomicBool,
+    candidates: &mut Vec<redis::Client>,
 ) -> redis::RedisResult<()> {
     let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
     warn_on_eviction_policy(&mut conn);
+    #[cfg(feature = "cluster")]
+    {
+        crate::storage::cluster::learn_nodes(client, &mut conn, candidates);
+        if let Some(cache) = cache.upgrade()
+            && let crate::storage::Backend::Redis(store) = &cache.backend
+        {
+            store.note_nodes(candidates);
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = candidates;
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;

@@ -262,6 +262,10 @@ pub(crate) enum AsyncSource {
         pool: deadpool_redis::Pool,
         current: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
     },
+    /// A Redis Cluster: async and blocking cluster connections (see
+    /// [`super::cluster`]); the store's `client` is then `None`.
+    #[cfg(feature = "cluster")]
+    Cluster(Box<super::cluster::ClusterSource>),
 }
 
 /// A connection for one async request.
@@ -302,9 +306,43 @@ impl RedisStore {
         }
     }
 
-    /// The client made from the URL, if the cache was given one.
-    pub(crate) fn client(&self) -> Option<&redis::Client> {
-        self.client.as_ref()
+    /// Whether blocking ops can run (a URL was given).
+    pub(crate) fn can_block(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return cluster.can_block();
+        }
+        self.client.is_some()
+    }
+
+    /// The servers the event subscriber may listen on, in order of
+    /// preference (a cluster's nodes, tried in turn).
+    pub(crate) fn subscriber_clients(&self) -> Vec<redis::Client> {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return cluster.subscriber_clients();
+        }
+        self.client.iter().cloned().collect()
+    }
+
+    /// Tell a cluster store which nodes the subscriber knows (the nodes it
+    /// learnt from the cluster), for new blocking connections.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn note_nodes(&self, clients: &[redis::Client]) {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            cluster.note_nodes(clients);
+        }
+        let _ = clients;
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(_) = &self.async_source {
+            return true;
+        }
+        false
     }
 
     /// What the store connects to (URL without password, or the source kind).
@@ -325,6 +363,10 @@ impl RedisStore {
     pub(crate) async fn run<O: Op>(&self, op: &O, timeout: Duration) -> Result<O::Output> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime { command: O::NAME });
+        }
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return Box::pin(self.run_cluster(cluster, op, timeout)).await;
         }
         let request = op.request(&self.context(false));
         let attempt = async {
@@ -374,6 +416,8 @@ impl RedisStore {
                 ))
             }
             AsyncSource::Manager(manager) => Ok(AsyncConnection::Manager(manager.clone())),
+            #[cfg(feature = "cluster")]
+            AsyncSource::Cluster(_) => unreachable!("cluster ops run in run_cluster"),
             #[cfg(feature = "deadpool")]
             AsyncSource::Pool { pool, current } => {
                 if let Some(conn) = current.load_full() {
@@ -399,6 +443,10 @@ impl RedisStore {
 
     /// Run an op over a blocking connection (socket timeouts = `timeout`).
     pub(crate) fn run_blocking<O: Op>(&self, op: &O, timeout: Duration) -> Result<O::Output> {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return self.run_cluster_blocking(cluster, op, timeout);
+        }
         let client = self
             .client
             .as_ref()
@@ -431,6 +479,64 @@ impl RedisStore {
                 op.reply(value)
                     .map_err(|source| redis_error::<O>(op, source))
             }
+            Err(source) if source.is_timeout() => Err(timeout_error::<O>(op, timeout)),
+            Err(source) => Err(redis_error::<O>(op, source)),
+        }
+    }
+}
+
+// ------------------------------------------------------------ Redis Cluster --
+
+#[cfg(feature = "cluster")]
+impl RedisStore {
+    /// [`run`](Self::run) on a cluster: each command to its key's slot (or
+    /// to the node the op names), a pipeline split by slot.
+    async fn run_cluster<O: Op>(
+        &self,
+        cluster: &super::cluster::ClusterSource,
+        op: &O,
+        timeout: Duration,
+    ) -> Result<O::Output> {
+        let request = op.request(&self.context(false));
+        let attempt = async {
+            let mut reply = cluster.send_async(&request, op.node(), op.written()).await;
+            if reply.as_ref().is_err_and(is_noscript) {
+                // A node without our scripts (restarted, or a promoted
+                // replica that never ran them): send them by body.
+                let by_body = op.request(&self.context(true));
+                reply = cluster.send_async(&by_body, op.node(), op.written()).await;
+            }
+            reply
+        };
+        let value = match tokio::time::timeout(timeout, attempt).await {
+            Ok(reply) => reply.map_err(|source| redis_error::<O>(op, source))?,
+            Err(_) => return Err(timeout_error::<O>(op, timeout)),
+        };
+        op.reply(value)
+            .map_err(|source| redis_error::<O>(op, source))
+    }
+
+    /// [`run_blocking`](Self::run_blocking) on a cluster.
+    fn run_cluster_blocking<O: Op>(
+        &self,
+        cluster: &super::cluster::ClusterSource,
+        op: &O,
+        timeout: Duration,
+    ) -> Result<O::Output> {
+        if !cluster.can_block() {
+            return Err(Error::NoBlockingConnection { command: O::NAME });
+        }
+        let request = op.request(&self.context(false));
+        let (node, written) = (op.node(), op.written());
+        let mut reply = cluster.send_blocking(&request, node, written, timeout);
+        if reply.as_ref().is_err_and(is_noscript) {
+            let by_body = op.request(&self.context(true));
+            reply = cluster.send_blocking(&by_body, node, written, timeout);
+        }
+        match reply {
+            Ok(value) => op
+                .reply(value)
+                .map_err(|source| redis_error::<O>(op, source)),
             Err(source) if source.is_timeout() => Err(timeout_error::<O>(op, timeout)),
             Err(source) => Err(redis_error::<O>(op, source)),
         }
