@@ -482,6 +482,9 @@ pub(crate) struct Pending {
     /// so that other processes do not wait for a lease nobody holds.
     orphans: Mutex<Vec<Orphan>>,
     retrier: std::sync::OnceLock<()>,
+    /// Targets taken out of the queue by a retry that has not finished:
+    /// still pending for [`Cache::pending_invalidations`].
+    retrying: std::sync::atomic::AtomicUsize,
 }
 
 /// A placeholder that a claiming read may have left: its key and token,
@@ -500,7 +503,9 @@ impl Pending {
 
     /// How many targets wait.
     pub(crate) fn len(&self) -> usize {
-        self.lock().as_ref().map_or(0, Invalidation::len)
+        let queued = self.lock();
+        queued.as_ref().map_or(0, Invalidation::len)
+            + self.retrying.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn push(&self, inner: &std::sync::Arc<Inner>, invalidation: Invalidation) {
@@ -525,8 +530,20 @@ impl Pending {
         self.start(inner);
     }
 
-    fn take(&self) -> Option<Invalidation> {
-        self.lock().take()
+    /// Take what is queued, to retry it; [`Pending::retried`] must follow.
+    fn take(&self) -> Option<(Invalidation, usize)> {
+        let mut queued = self.lock();
+        let taken = queued.take()?;
+        let len = taken.len();
+        self.retrying
+            .fetch_add(len, std::sync::atomic::Ordering::AcqRel);
+        Some((taken, len))
+    }
+
+    /// A retry of `len` targets ended (run, or put back).
+    fn retried(&self, len: usize) {
+        self.retrying
+            .fetch_sub(len, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn orphans(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
@@ -612,7 +629,7 @@ impl Pending {
                 inner.pending.release_orphans(&inner);
             }
             if inner.backend.can_block()
-                && let Some(queued) = inner.pending.take()
+                && let Some((queued, len)) = inner.pending.take()
             {
                 let cache = Cache {
                     inner: inner.clone(),
@@ -621,6 +638,7 @@ impl Pending {
                     Ok(()) => inner.stats.invalidation_retried(),
                     Err(queued) => inner.pending.put_back(*queued),
                 }
+                inner.pending.retried(len);
             }
             drop(inner);
             std::thread::sleep(pause);
@@ -698,7 +716,7 @@ impl Cache {
     /// # }
     /// ```
     pub async fn flush_invalidations(&self) -> Result<()> {
-        let Some(queued) = self.inner.pending.take() else {
+        let Some((queued, len)) = self.inner.pending.take() else {
             return Ok(());
         };
         let retry = queued.clone();
@@ -708,15 +726,11 @@ impl Cache {
         }
         .run_without_queue()
         .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                if error.is_unavailable() {
-                    self.inner.pending.put_back(retry);
-                }
-                Err(error)
-            }
+        if result.as_ref().is_err_and(crate::Error::is_unavailable) {
+            self.inner.pending.put_back(retry);
         }
+        self.inner.pending.retried(len);
+        result.map(drop)
     }
 }
 
