@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 use crate::cache::Inner;
 use crate::events::{Invalidated, Message};
 use crate::storage::ReadLog;
+use crate::storage::endpoint::Endpoint;
 
 /// How long a read blocks before the thread checks whether to stop.
 const POLL: Duration = Duration::from_millis(250);
@@ -35,33 +36,41 @@ const POLL: Duration = Duration::from_millis(250);
 const BACKOFF: Duration = Duration::from_millis(200);
 /// How long the connection may stay quiet before it is pinged.
 pub(crate) const HEALTH: Duration = Duration::from_secs(1);
+/// How long connecting (and waiting for the sentinels to name a primary)
+/// may take.
+const CONNECT: Duration = Duration::from_secs(1);
 /// Log entries read per request when catching up.
 const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
 /// dropped.
 pub(crate) fn spawn(
-    client: redis::Client,
+    endpoint: Endpoint,
     channel: String,
     cache: Weak<Inner>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("cacheme-subscriber".into())
-        .spawn(move || run(&client, &channel, &cache, &stop));
+        .spawn(move || run(&endpoint, &channel, &cache, &stop));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cacheme: cannot start the subscriber thread; waiters will poll");
     }
 }
 
-fn run(client: &redis::Client, channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
+fn run(endpoint: &Endpoint, channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
     let mut reported = false;
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
-        match listen(client, channel, cache, stop) {
+        match listen(endpoint, channel, cache, stop) {
             Ok(()) => return,
             Err(error) => {
                 if !reported {
-                    tracing::warn!(error = %crate::error::Chain(&error), channel, "cacheme: event subscription lost; reconnecting");
+                    tracing::warn!(
+                        error = %crate::error::Chain(&error),
+                        channel,
+                        redis = endpoint.describe(),
+                        "cacheme: event subscription lost; reconnecting"
+                    );
                     reported = true;
                 }
                 // Events may have been missed: waiters look again, and the
@@ -80,12 +89,16 @@ fn run(client: &redis::Client, channel: &str, cache: &Weak<Inner>, stop: &Atomic
 
 /// Subscribe and dispatch until stopped (Ok) or the connection fails (Err).
 fn listen(
-    client: &redis::Client,
+    endpoint: &Endpoint,
     channel: &str,
     cache: &Weak<Inner>,
     stop: &AtomicBool,
 ) -> redis::RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    let primary = endpoint.primary(CONNECT)?;
+    let mut conn = primary
+        .client
+        .get_connection_with_timeout(CONNECT)
+        .inspect_err(|e| endpoint.suspect(e))?;
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;
@@ -106,6 +119,15 @@ fn listen(
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if endpoint.generation() != primary.generation {
+            // Sentinel promoted another primary: subscribe there (and read
+            // the log there for what was missed meanwhile).
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the primary changed",
+                primary.addr.clone(),
+            )));
         }
         match pubsub.get_message() {
             Ok(message) => {

@@ -11,10 +11,12 @@
 //! Every op touches one Redis Cluster hash slot: a key's value and lease
 //! (`{key}`), or the invalidation sequence (`{inv}`).
 
+pub(crate) mod endpoint;
 pub(crate) mod memory;
 #[cfg(test)]
 mod parity;
 pub(crate) mod redis;
+pub(crate) mod verify;
 
 use std::time::{Duration, Instant};
 
@@ -567,7 +569,7 @@ impl Backend {
     pub(crate) fn can_block(&self) -> bool {
         match self {
             Backend::Memory(_) => true,
-            Backend::Redis(store) => store.client().is_some(),
+            Backend::Redis(store) => store.endpoint().is_some(),
         }
     }
 
