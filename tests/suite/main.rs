@@ -18,6 +18,7 @@ mod fixtures;
 mod correctness;
 mod decorator;
 mod decorator_blocking;
+mod deployments;
 mod fail_safe;
 mod faults;
 mod invalidation;

@@ -22,7 +22,10 @@ const PROBE: &str = r"
 local denied = {}
 local function try(...)
   local r = redis.pcall(...)
-  if type(r) == 'table' and r.err and string.find(r.err, 'NOPERM', 1, true) then
+  -- Redis 7.0 words a refusal inside a script as The user executing the
+  -- script cannot ..., later versions as NOPERM ...
+  if type(r) == 'table' and r.err and (string.find(r.err, 'NOPERM', 1, true)
+      or string.find(r.err, 'user executing the script', 1, true)) then
     denied[#denied + 1] = string.upper((...)) .. ' ' .. r.err
   end
 end
@@ -67,6 +70,9 @@ fn requests(sequence: &SequenceKeys, sentinel: bool) -> (redis::Pipeline, Vec<&'
     let probe = Probe::new(sequence);
     let script = redis::Script::new(PROBE);
     let mut pipe = redis::pipe();
+    // Each command's own reply, errors included: the first refusal in
+    // order is the one reported.
+    pipe.ignore_errors();
     let mut names = Vec::new();
     let mut add = |name: &'static str, cmd: redis::Cmd| {
         pipe.add_command(cmd);
@@ -187,7 +193,10 @@ fn judge(user: &str, names: &[&'static str], replies: Vec<Value>) -> Result<()> 
         match reply {
             Value::ServerError(error) => {
                 let message = error.to_string();
-                if error.code() == "NOPERM" || message.contains("NOPERM") {
+                if error.code() == "NOPERM"
+                    || message.contains("NOPERM")
+                    || message.contains("user executing the script")
+                {
                     return Err(denied(user, name, &message));
                 }
                 let source: RedisError = error.into();
