@@ -10,8 +10,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, CacheBuilder, Error, InvalidNode, Node, Pattern};
-use cacheme_test_support::{RedisServer, SentinelGroup, TlsClientAuth};
+use cacheme_test_support::{RedisServer, SentinelGroup};
 use serde::{Deserialize, Serialize};
+
+use crate::fixtures::{builder_for, documented_acl_rule, secured_server};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Stock {
@@ -39,18 +41,6 @@ impl StockNode {
 #[invalid_node(key = "warehouse:{id}")]
 struct WarehouseInvalid {
     id: u64,
-}
-
-/// The ACL rules of the minimal rule in docs/deployments.md (what follows
-/// `user cacheme on >PASSWORD`).
-fn documented_rule() -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployments.md");
-    let docs = std::fs::read_to_string(path).expect("docs/deployments.md");
-    docs.lines()
-        .find_map(|line| line.strip_prefix("user cacheme on >PASSWORD "))
-        .expect("docs/deployments.md gives the rule as `user cacheme on >PASSWORD ...`")
-        .trim()
-        .to_owned()
 }
 
 /// The rule without one of its words, or with one replaced.
@@ -195,7 +185,7 @@ fn acl_cache(url: String) -> CacheBuilder {
 /// workload of every request kind runs without a single store error.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn minimal_acl_rule_is_sufficient() {
-    let rule = documented_rule();
+    let rule = documented_acl_rule();
     let server = RedisServer::builder()
         .disable_default_user()
         .acl_user("cacheme", "s3cret-pw", &rule)
@@ -225,7 +215,7 @@ async fn minimal_acl_rule_is_sufficient() {
 /// missing; at run time the same refusal is a counted fail-open.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn narrower_acl_rules_fail_verify_naming_the_command() {
-    let rule = documented_rule();
+    let rule = documented_acl_rule();
     let narrower = [
         ("no_xadd", rule_with(&rule, "+xadd", ""), "XADD"),
         ("no_channel", rule_with(&rule, "&CM:*", ""), "PUBLISH"),
@@ -337,21 +327,10 @@ fn anyhow_chain(error: &Error) -> String {
     out
 }
 
-/// A TLS-only server that requires client certificates, with an ACL user
-/// on the documented rule, and a cache for it.
-fn tls_server() -> RedisServer {
-    RedisServer::builder()
-        .tls(TlsClientAuth::Required)
-        .disable_default_user()
-        .acl_user("cacheme", "tls-pw", documented_rule())
-        .start()
-}
-
+/// A cache for a [`secured_server`]: TLS with client certificates, as its
+/// ACL user with the documented rule.
 fn tls_cache(server: &RedisServer) -> CacheBuilder {
-    let tls = server.tls().expect("a TLS server");
-    acl_cache(server.user_url("cacheme"))
-        .tls_ca(tls.ca_cert_pem())
-        .tls_client_cert(tls.client_cert_pem(), tls.client_key_pem())
+    builder_for(server).op_timeout(Duration::from_secs(2))
 }
 
 /// Over TLS with client certificates (mutual TLS) and an ACL user: async
@@ -359,7 +338,7 @@ fn tls_cache(server: &RedisServer) -> CacheBuilder {
 /// lease keeper all work.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_with_client_certificates_on_every_path() {
-    let server = tls_server();
+    let server = secured_server();
     assert!(server.url().starts_with("rediss://"));
     // Short leases: loads outlive them, so the lease keeper must renew.
     let lease = Duration::from_millis(200);
@@ -418,7 +397,7 @@ async fn tls_with_client_certificates_on_every_path() {
 /// server refuses the connection: `verify()` says so.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tls_without_the_client_certificate_or_the_ca_is_refused() {
-    let server = tls_server();
+    let server = secured_server();
     let tls = server.tls().expect("a TLS server");
     let no_client_cert = acl_cache(server.user_url("cacheme"))
         .tls_ca(tls.ca_cert_pem())
@@ -433,7 +412,7 @@ async fn tls_without_the_client_certificate_or_the_ca_is_refused() {
     for error in [no_client_cert, no_ca] {
         let shown = anyhow_chain(&error);
         assert!(matches!(error, Error::Connect { .. }), "{shown}");
-        assert!(!shown.contains("tls-pw"), "{shown}");
+        assert!(!shown.contains("fixture-pw"), "{shown}");
         println!("{shown}");
     }
     // And a cache without verify() fails open against it.
@@ -501,7 +480,7 @@ async fn secrets_stay_out_of_output_and_logs() {
         .disable_default_user()
         .acl_user("cacheme", "the-real-one", "~CM:* &CM:* +@all")
         .start();
-    let tls_server = tls_server();
+    let tls_server = secured_server();
     let tls = tls_server.tls().expect("TLS");
     let bad_url = server.url_with_credentials("cacheme", SECRET);
     let builders: Vec<(&str, CacheBuilder)> = vec![
@@ -810,7 +789,7 @@ async fn sentinel_kill_primary_under_load() {
 #[ignore = "a measurement, run by hand"]
 async fn tls_hit_cost() {
     const N: u32 = 20_000;
-    let tls_server = tls_server();
+    let tls_server = secured_server();
     let tls = tls_server.tls().expect("TLS");
     let plain_server = RedisServer::start();
     let tls_cache = tls_cache(&tls_server).build().expect("cache");

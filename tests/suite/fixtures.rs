@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cacheme::{Cache, InvalidNode, Node};
-use cacheme_test_support::RedisServer;
+use cacheme::{Cache, CacheBuilder, InvalidNode, Node};
+use cacheme_test_support::{RedisServer, TlsClientAuth};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------- caches --
@@ -43,20 +43,28 @@ impl Fixture {
     }
 
     pub fn redis() -> Self {
-        let server = RedisServer::start();
-        let cache = Cache::builder()
-            .redis_url(server.url())
-            .build()
-            .expect("a valid redis url");
+        Fixture::on(RedisServer::start())
+    }
+
+    /// Redis as managed services run it: TLS only, client certificates
+    /// required, and the cache logs in as an ACL user with the minimal rule
+    /// of docs/deployments.md (see [`secured_server`]).
+    pub fn redis_tls_acl() -> Self {
+        Fixture::on(secured_server())
+    }
+
+    fn on(server: RedisServer) -> Self {
+        let cache = builder_for(&server).build().expect("a valid redis url");
         Fixture {
             cache,
             server: Some(server),
         }
     }
 
-    /// A plain connection to the test's server, for assertions on raw keys.
+    /// A plain connection to the test's server, for assertions on raw keys
+    /// (as an administrator, over TLS on a secured server).
     pub fn redis_connection(&self) -> Option<redis::Connection> {
-        self.server.as_ref().map(RedisServer::connection)
+        self.server.as_ref().map(admin_connection)
     }
 
     pub fn is_redis(&self) -> bool {
@@ -64,7 +72,9 @@ impl Fixture {
     }
 }
 
-/// Define one test per store: `mod name { memory(), redis() }`.
+/// Define one test per store: `mod name { memory(), redis(), redis_tls_acl() }`
+/// (the last on a TLS server with client certificates, as an ACL user with
+/// the minimal rule of docs/deployments.md).
 macro_rules! on_both_stores {
     ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
         $(#[$meta])*
@@ -83,8 +93,67 @@ macro_rules! on_both_stores {
                 let $fx = $crate::fixtures::Fixture::redis();
                 $body
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_tls_acl() {
+                let $fx = $crate::fixtures::Fixture::redis_tls_acl();
+                $body
+            }
         }
     )*};
+}
+
+/// The ACL rules of the minimal rule in docs/deployments.md (what follows
+/// `user cacheme on >PASSWORD`).
+pub fn documented_acl_rule() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployments.md");
+    let docs = std::fs::read_to_string(path).expect("docs/deployments.md");
+    docs.lines()
+        .find_map(|line| line.strip_prefix("user cacheme on >PASSWORD "))
+        .expect("docs/deployments.md gives the rule as `user cacheme on >PASSWORD ...`")
+        .trim()
+        .to_owned()
+}
+
+/// A TLS-only server that requires client certificates; the `default` user
+/// has a password (for the tests' own assertions), and the `cacheme` user
+/// has the minimal ACL rule of docs/deployments.md.
+pub fn secured_server() -> RedisServer {
+    RedisServer::builder()
+        .tls(TlsClientAuth::Required)
+        .requirepass("fixture-admin-pw")
+        .acl_user("cacheme", "fixture-pw", documented_acl_rule())
+        .start()
+}
+
+/// A cache builder for `server`: its URL, or on a [`secured_server`] its
+/// `cacheme` user, CA and client certificate.
+pub fn builder_for(server: &RedisServer) -> CacheBuilder {
+    match server.tls() {
+        None => Cache::builder().redis_url(server.url()),
+        Some(tls) => Cache::builder()
+            .redis_url(server.user_url("cacheme"))
+            .tls_ca(tls.ca_cert_pem())
+            .tls_client_cert(tls.client_cert_pem(), tls.client_key_pem()),
+    }
+}
+
+/// A connection to `server` that may run every command (over TLS as the
+/// `default` user on a [`secured_server`]).
+pub fn admin_connection(server: &RedisServer) -> redis::Connection {
+    let Some(tls) = server.tls() else {
+        return server.connection();
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: tls.client_cert_pem().to_vec(),
+            client_key: tls.client_key_pem().to_vec(),
+        }),
+        root_cert: Some(tls.ca_cert_pem().to_vec()),
+    };
+    redis::Client::build_with_tls(server.user_url("default"), certificates)
+        .and_then(|client| client.get_connection())
+        .expect("a TLS connection to the test's server")
 }
 
 /// The test binary's redis-server (killed by its watchdog when the binary exits).

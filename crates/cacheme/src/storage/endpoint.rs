@@ -575,9 +575,15 @@ impl SentinelWatch {
     fn run(&self) {
         let mut last_ask;
         let mut reported: Option<String> = None;
+        // One connection per sentinel, kept between polls.
+        let mut connections: Vec<Option<redis::Connection>> =
+            self.sentinel.sentinels.iter().map(|_| None).collect();
+        // A hint (a failed request) asks for the primary's role again even
+        // when the sentinels still name the same server.
+        let mut hinted = true;
         while !self.stop.load(Ordering::Relaxed) {
             last_ask = Instant::now();
-            match self.find_primary() {
+            match self.find_primary(&mut connections, hinted) {
                 Ok(addr) => {
                     reported = None;
                     self.publish(addr);
@@ -602,6 +608,7 @@ impl SentinelWatch {
                 let since = last_ask.elapsed();
                 if state.ask_again && since >= SENTINEL_MIN_INTERVAL {
                     state.ask_again = false;
+                    hinted = true;
                     break;
                 }
                 let until = if state.ask_again {
@@ -610,7 +617,7 @@ impl SentinelWatch {
                     SENTINEL_POLL
                 };
                 if since >= until {
-                    state.ask_again = false;
+                    hinted = std::mem::take(&mut state.ask_again);
                     break;
                 }
                 state = self
@@ -663,11 +670,17 @@ impl SentinelWatch {
 
     /// Ask each sentinel in turn for the primary's address, and keep the
     /// first one that answers `ROLE` as a master (the Sentinel client
-    /// protocol: a sentinel may be stale, the server itself is not).
-    fn find_primary(&self) -> Result<(String, u16), String> {
+    /// protocol: a sentinel may be stale, the server itself is not). The
+    /// role of the current primary is asked again only after a hint.
+    fn find_primary(
+        &self,
+        connections: &mut [Option<redis::Connection>],
+        hinted: bool,
+    ) -> Result<(String, u16), String> {
+        let current = self.lock().current.as_ref().map(|p| p.addr.clone());
         let mut reasons = Vec::new();
-        for sentinel in &self.sentinel.sentinels {
-            let addr = match self.ask_sentinel(sentinel) {
+        for (sentinel, conn) in self.sentinel.sentinels.iter().zip(connections) {
+            let addr = match self.ask_sentinel(sentinel, conn) {
                 Ok(Some(addr)) => addr,
                 Ok(None) => {
                     reasons.push(format!(
@@ -677,10 +690,15 @@ impl SentinelWatch {
                     continue;
                 }
                 Err(error) => {
+                    *conn = None;
                     reasons.push(format!("{sentinel}: {error}"));
                     continue;
                 }
             };
+            let unchanged = current.as_deref() == Some(format!("{}:{}", addr.0, addr.1).as_str());
+            if unchanged && !hinted {
+                return Ok(addr);
+            }
             match self.is_master(&addr) {
                 Ok(true) => return Ok(addr),
                 Ok(false) => reasons.push(format!(
@@ -693,15 +711,25 @@ impl SentinelWatch {
         Err(reasons.join("; "))
     }
 
-    fn ask_sentinel(&self, sentinel: &str) -> RedisResult<Option<(String, u16)>> {
-        let client = self.sentinel_client(sentinel)?;
-        let mut conn = client.get_connection_with_timeout(SENTINEL_QUERY_TIMEOUT)?;
-        conn.set_read_timeout(Some(SENTINEL_QUERY_TIMEOUT))?;
-        conn.set_write_timeout(Some(SENTINEL_QUERY_TIMEOUT))?;
+    fn ask_sentinel(
+        &self,
+        sentinel: &str,
+        conn: &mut Option<redis::Connection>,
+    ) -> RedisResult<Option<(String, u16)>> {
+        let conn = match conn {
+            Some(conn) => conn,
+            None => {
+                let client = self.sentinel_client(sentinel)?;
+                let fresh = client.get_connection_with_timeout(SENTINEL_QUERY_TIMEOUT)?;
+                fresh.set_read_timeout(Some(SENTINEL_QUERY_TIMEOUT))?;
+                fresh.set_write_timeout(Some(SENTINEL_QUERY_TIMEOUT))?;
+                conn.insert(fresh)
+            }
+        };
         redis::cmd("SENTINEL")
             .arg("GET-MASTER-ADDR-BY-NAME")
             .arg(&self.sentinel.master)
-            .query(&mut conn)
+            .query(conn)
     }
 
     fn is_master(&self, addr: &(String, u16)) -> RedisResult<bool> {
