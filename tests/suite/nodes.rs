@@ -123,7 +123,7 @@ on_both_stores! {
     /// A node may write its key by hand (the seed's `def key(self)`), and
     /// declare `hit` / `miss` hooks (called with the key).
     async fn hand_written_keys_and_hooks(fx) {
-        let name = format!("hooks-{}", if fx.is_redis() { "redis" } else { "memory" });
+        let name = format!("hooks-{}", fx.kind());
         let node = || HookedNode { name: name.clone() };
         let key = format!("hooked:{name}@v2");
         let hooked = fx.cache.objects::<HookedNode>();
