@@ -193,8 +193,8 @@ impl CacheBuilder {
     ///
     /// - `redis://[user:password@]host:port/db`: one server; the user is an
     ///   ACL user (Redis 6+), or leave it out for `requirepass`.
-    /// - `rediss://...`: the same over TLS (the `tls` feature); see
-    ///   [`tls_ca`](Self::tls_ca) and [`tls_client_cert`](Self::tls_client_cert).
+    /// - `rediss://...`: the same over TLS (the `tls` feature, which adds
+    ///   `tls_ca` and `tls_client_cert`).
     /// - `redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]`:
     ///   the primary that these sentinels monitor as `master`, followed
     ///   across failovers (`rediss+sentinel://` over TLS). The credentials
