@@ -548,6 +548,9 @@ async fn secrets_stay_out_of_output_and_logs() {
         }
         shown.push_str(&format!("{name}: {:?}\n", cache.stats()));
     }
+    // The other public type made from a URL: an invalidation source.
+    let source = cacheme::sources::RedisChannelSource::new(&bad_url, "changes").expect("valid URL");
+    shown.push_str(&format!("{source:?}\n"));
     // An unparseable URL is an error that shows the URL without its password.
     let error = Cache::builder()
         .redis_url(format!("redis+sentinel://u:{SECRET}@/no-hosts"))
