@@ -5,9 +5,10 @@
 //! implementation, cacheme's last (fields after `floor_s` cut here):
 //!
 //! ```text
-//! trace impl=naive requests=200000 unique=55377 loads=56649 redis_cmds=256649 gets=200000 wall_s=5.88 floor_s=5.66 ..
-//! trace impl=cached requests=200000 unique=55377 loads=56716 redis_cmds=256716 gets=200000 wall_s=5.86 floor_s=5.67 ..
-//! trace impl=cacheme requests=200000 unique=55377 loads=55377 redis_cmds=553776 gets=166131 wall_s=6.35 floor_s=5.54 ..
+//! trace impl=naive requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. .. redis_cpu_s=.. redis_cpu_vs_naive=1.000
+//! trace impl=cached requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. .. redis_cpu_s=.. redis_cpu_vs_naive=..
+//! trace impl=cacheme_remote requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. .. redis_cpu_s=.. redis_cpu_vs_naive=..
+//! trace impl=cacheme requests=200000 unique=55377 loads=.. redis_cmds=.. gets=.. wall_s=.. floor_s=.. .. redis_cpu_s=.. redis_cpu_vs_naive=..
 //! ```
 //!
 //! - The implementations: `naive` is cache-aside by hand over one
@@ -21,6 +22,8 @@
 //!   local_ttl = .., local_capacity = ..)]`, the capacity above the number of
 //!   distinct keys) read with `objects().get_or_load`, on a cache with
 //!   `herd_retry(10, 50 ms)` (a budget above the 100 ms load).
+//!   `cacheme_remote` is the same without the local tier (a node type with
+//!   the same key and TTL, no `local_ttl`): every request goes to Redis.
 //! - The trace: zipf, exponent 1.0, over 392,012 keys, drawn by inverting the
 //!   cumulative distribution with a fixed-seed splitmix64 (the generator of
 //!   `benches/local_tier.rs`); those parameters give 55,377 distinct keys in
@@ -38,16 +41,22 @@
 //!   claim script is `EVALSHA` + `GET` + `SET`, its fill `EVALSHA` + `GET` +
 //!   `SET` + `DEL`. `gets` is `cmdstat_get`, so it counts those in-script
 //!   `GET`s too. The per-command breakdown is printed first
-//!   (`trace cmdstats ..`).
+//!   (`trace cmdstats ..`), then the server time per call of each command
+//!   (`trace cmdtime ..`, from the `usec` of `INFO commandstats`; a
+//!   script's time includes the commands it ran).
 //! - `wall_s`: from the start of the tasks to the end of the last request.
 //!   `floor_s` = `loads` × load time ÷ tasks: the time the loads alone take
 //!   if every task is always loading.
 //! - Further fields: `wall_vs_floor`, `dup_loads` (= `loads` − `unique`),
-//!   and for cacheme `cmds_vs_naive`, `round_trips` (`Cache::stats()
+//!   and for cacheme (both variants) `cmds_vs_naive`, `round_trips` (`Cache::stats()
 //!   .store_request`: one per request sent, a pipeline or script counting
 //!   one), `local_hits`, `coalesced` (callers that waited in this process for
 //!   another caller's read or load of the same key), `misses`, `fills`,
-//!   `waits`, `store_errors`.
+//!   `waits`, `store_errors`. Every line ends with `redis_cpu_s`, the CPU
+//!   time the redis-server process used during the replay (the change of
+//!   `used_cpu_user` + `used_cpu_sys` in `INFO cpu`, read just before and
+//!   just after it), and `redis_cpu_vs_naive`, that time divided by naive
+//!   cache-aside's in the same run.
 //! - `trace time ..` lines say where the tasks' time went, summed over the
 //!   requests and divided by the tasks (so that they add up to `wall_s`):
 //!   before a loader run (reads, claims), the runs themselves (the nominal
@@ -57,12 +66,13 @@
 //!   process and by redis-server during the replay.
 //!
 //! Targets (issue 5): for cacheme, `loads == unique`, `wall_s` ≤ 1.03 ×
-//! `floor_s`, and `redis_cmds` ≤ 0.75 × naive's in the same run.
+//! `floor_s`, and `redis_cmds` ≤ 0.75 × naive's in the same run. Issue 12:
+//! `redis_cpu_vs_naive` ≤ 0.8 for cacheme, ≤ 1.2 for `cacheme_remote`.
 //!
 //! `just trace` runs it (`cargo bench -p cacheme-benches --bench trace`).
 //! Under `cargo test --workspace --all-targets` (no `--bench`) a small trace
 //! (2,000 requests, 50 tasks, 10 ms loads) runs in a few seconds and asserts
-//! `loads == unique` for cacheme.
+//! `loads == unique` for both cacheme variants.
 
 use std::cell::Cell;
 use std::collections::{BTreeMap, HashSet};
@@ -133,6 +143,14 @@ struct Row {
     local_capacity = 100_000
 )]
 struct TraceNode {
+    id: u64,
+}
+
+/// The same node without a local tier: every request goes to Redis
+/// (`trace impl=cacheme_remote`).
+#[derive(Node)]
+#[node(key = "trace:{id}", value = Row, ttl = 3600)]
+struct TraceRemoteNode {
     id: u64,
 }
 
@@ -239,6 +257,8 @@ async fn naive_row(mut conn: ConnectionManager, id: u64) -> Row {
 enum Impl {
     Naive,
     Cached,
+    /// cacheme without its local tier.
+    CachemeRemote,
     Cacheme,
 }
 
@@ -247,6 +267,7 @@ impl Impl {
         match self {
             Impl::Naive => "naive",
             Impl::Cached => "cached",
+            Impl::CachemeRemote => "cacheme_remote",
             Impl::Cacheme => "cacheme",
         }
     }
@@ -257,6 +278,9 @@ struct Run {
     which: Impl,
     loads: u64,
     cmdstats: BTreeMap<String, u64>,
+    /// Server time per command (`usec` of `INFO commandstats`), in µs; a
+    /// script's includes the commands it ran.
+    cmdusec: BTreeMap<String, u64>,
     wall: Duration,
     /// The task time around loads, summed: before, load, after, other (ns).
     around: [u64; 4],
@@ -301,10 +325,15 @@ fn main() {
         server.url()
     );
 
-    let runs: Vec<Run> = [Impl::Naive, Impl::Cached, Impl::Cacheme]
-        .into_iter()
-        .map(|which| replay_with(which, &server, &trace, shape))
-        .collect();
+    let runs: Vec<Run> = [
+        Impl::Naive,
+        Impl::Cached,
+        Impl::CachemeRemote,
+        Impl::Cacheme,
+    ]
+    .into_iter()
+    .map(|which| replay_with(which, &server, &trace, shape))
+    .collect();
     for run in &runs {
         let breakdown: Vec<String> = run
             .cmdstats
@@ -315,6 +344,23 @@ fn main() {
             "trace cmdstats impl={} {}",
             run.which.name(),
             breakdown.join(" ")
+        );
+    }
+    for run in &runs {
+        // Server time per call of each command (a script's includes the
+        // commands it ran), and all calls' time together, in µs.
+        let per_call: Vec<String> = run
+            .cmdusec
+            .iter()
+            .map(|(name, usec)| {
+                let calls = run.cmdstats.get(name).copied().unwrap_or(0).max(1);
+                format!("{name}={:.2}", *usec as f64 / calls as f64)
+            })
+            .collect();
+        println!(
+            "trace cmdtime impl={} usec_per_call: {}",
+            run.which.name(),
+            per_call.join(" ")
         );
     }
     for run in &runs {
@@ -338,18 +384,21 @@ fn main() {
             seconds(run.cpu.1),
         );
     }
-    let naive_cmds = runs[0].redis_cmds();
+    let naive = &runs[0];
     for run in &runs {
-        println!("{}", line(run, shape, unique, naive_cmds));
+        println!("{}", line(run, shape, unique, naive));
     }
 
-    let cacheme = runs.last().expect("cacheme ran");
     if !full {
         // The smoke run checks the promise, so CI fails if it breaks.
-        assert_eq!(
-            cacheme.loads, unique,
-            "cacheme: exactly one load per distinct key"
-        );
+        for run in runs.iter().filter(|run| run.stats.is_some()) {
+            assert_eq!(
+                run.loads,
+                unique,
+                "{}: exactly one load per distinct key",
+                run.which.name()
+            );
+        }
     }
 }
 
@@ -357,7 +406,7 @@ fn seconds(value: Option<f64>) -> String {
     value.map_or_else(|| "?".to_owned(), |s| format!("{s:.2}"))
 }
 
-fn line(run: &Run, shape: Shape, unique: u64, naive_cmds: u64) -> String {
+fn line(run: &Run, shape: Shape, unique: u64, naive: &Run) -> String {
     let floor = run.loads as f64 * shape.load.as_secs_f64() / shape.tasks as f64;
     let wall = run.wall.as_secs_f64();
     let mut line = format!(
@@ -376,7 +425,7 @@ fn line(run: &Run, shape: Shape, unique: u64, naive_cmds: u64) -> String {
     if let Some(stats) = run.stats {
         line.push_str(&format!(
             " cmds_vs_naive={:.3} round_trips={} local_hits={} coalesced={} misses={} fills={} waits={} store_errors={}",
-            run.redis_cmds() as f64 / naive_cmds as f64,
+            run.redis_cmds() as f64 / naive.redis_cmds() as f64,
             stats.store_request,
             stats.local_hit,
             stats.coalesced,
@@ -386,6 +435,16 @@ fn line(run: &Run, shape: Shape, unique: u64, naive_cmds: u64) -> String {
             stats.store_error,
         ));
     }
+    // What the replay cost the Redis server, against naive cache-aside's.
+    let ratio = match (run.cpu.1, naive.cpu.1) {
+        (Some(used), Some(naive)) if naive > 0.0 => format!("{:.3}", used / naive),
+        _ => "?".to_owned(),
+    };
+    let used = run
+        .cpu
+        .1
+        .map_or_else(|| "?".to_owned(), |s| format!("{s:.3}"));
+    line.push_str(&format!(" redis_cpu_s={used} redis_cpu_vs_naive={ratio}"));
     line
 }
 
@@ -426,48 +485,66 @@ fn replay_with(which: Impl, server: &RedisServer, trace: &Arc<Vec<u64>>, shape: 
                 .await;
                 counted(which, wall, None, cpu_before, &mut admin)
             }
+            Impl::CachemeRemote => {
+                replay_cacheme::<TraceRemoteNode>(which, url, &trace, shape, &mut admin).await
+            }
             Impl::Cacheme => {
-                let cache = Cache::builder()
-                    .redis_url(url)
-                    .herd_retry(10, Duration::from_millis(50))
-                    .build()
-                    .expect("cache");
-                // Wait for the event subscription that turns the local tier
-                // on, then connect and load the scripts with one cold key.
-                let subscribing = Instant::now();
-                while !cache.local_tiers_active() {
-                    assert!(
-                        subscribing.elapsed() < Duration::from_secs(10),
-                        "the local tier never came on"
-                    );
-                    tokio::time::sleep(Duration::from_millis(5)).await;
-                }
-                let objects = cache.objects::<TraceNode>();
-                objects
-                    .get_or_load(WARM_UP, || async {
-                        Ok::<_, Infallible>(load(WARM_UP).await)
-                    })
-                    .await
-                    .expect("warm-up");
-                let cpu_before = reset(&mut admin);
-                let before = cache.stats();
-                let wall = replay(&trace, shape.tasks, move |id| {
-                    let objects = objects.clone();
-                    async move {
-                        let row = objects
-                            .get_or_load(id, || async move { Ok::<_, Infallible>(load(id).await) })
-                            .await
-                            .expect("the loader cannot fail");
-                        assert_eq!(row.id, id);
-                    }
-                })
-                .await;
-                let stats = difference(cache.stats(), before);
-                // Counted while the cache lives: dropping it unsubscribes.
-                counted(which, wall, Some(stats), cpu_before, &mut admin)
+                replay_cacheme::<TraceNode>(which, url, &trace, shape, &mut admin).await
             }
         }
     })
+}
+
+/// cacheme's replay through the node type `N` (with or without a local
+/// tier).
+async fn replay_cacheme<N>(
+    which: Impl,
+    url: String,
+    trace: &Arc<Vec<u64>>,
+    shape: Shape,
+    admin: &mut redis::Connection,
+) -> Run
+where
+    N: Node<Value = Row> + From<u64>,
+{
+    let cache = Cache::builder()
+        .redis_url(url)
+        .herd_retry(10, Duration::from_millis(50))
+        .build()
+        .expect("cache");
+    // Wait for the event subscription that turns the local tier on (and
+    // wakes waiters), then connect and load the scripts with one cold key.
+    let subscribing = Instant::now();
+    while !cache.local_tiers_active() {
+        assert!(
+            subscribing.elapsed() < Duration::from_secs(10),
+            "the event subscription never came up"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let objects = cache.objects::<N>();
+    objects
+        .get_or_load(WARM_UP, || async {
+            Ok::<_, Infallible>(load(WARM_UP).await)
+        })
+        .await
+        .expect("warm-up");
+    let cpu_before = reset(admin);
+    let before = cache.stats();
+    let wall = replay(trace, shape.tasks, move |id| {
+        let objects = objects.clone();
+        async move {
+            let row = objects
+                .get_or_load(id, || async move { Ok::<_, Infallible>(load(id).await) })
+                .await
+                .expect("the loader cannot fail");
+            assert_eq!(row.id, id);
+        }
+    })
+    .await;
+    let stats = difference(cache.stats(), before);
+    // Counted while the cache lives: dropping it unsubscribes.
+    counted(which, wall, Some(stats), cpu_before, admin)
 }
 
 /// Read the counters at the end of a replay.
@@ -483,7 +560,8 @@ fn counted(
     Run {
         which,
         loads: LOADS.load(Ordering::Relaxed),
-        cmdstats: cmdstats(admin),
+        cmdstats: cmdstats(admin, "calls="),
+        cmdusec: cmdstats(admin, "usec="),
         wall,
         around: [
             &AROUND.before_ns,
@@ -549,8 +627,9 @@ fn cpu(admin: &mut redis::Connection) -> (Option<f64>, Option<f64>) {
     (own, server)
 }
 
-/// `calls` per command since the reset, without this program's own.
-fn cmdstats(admin: &mut redis::Connection) -> BTreeMap<String, u64> {
+/// `field` (`calls=` or `usec=`) per command since the reset, without this
+/// program's own commands.
+fn cmdstats(admin: &mut redis::Connection, field: &str) -> BTreeMap<String, u64> {
     let info: String = redis::cmd("INFO")
         .arg("commandstats")
         .query(admin)
@@ -558,8 +637,8 @@ fn cmdstats(admin: &mut redis::Connection) -> BTreeMap<String, u64> {
     info.lines()
         .filter_map(|line| {
             let (name, rest) = line.strip_prefix("cmdstat_")?.split_once(':')?;
-            let calls = rest.split(',').find_map(|f| f.strip_prefix("calls="))?;
-            Some((name.to_owned(), calls.parse().ok()?))
+            let value = rest.split(',').find_map(|f| f.strip_prefix(field))?;
+            Some((name.to_owned(), value.parse().ok()?))
         })
         .filter(|(name, _): &(String, u64)| {
             !matches!(name.as_str(), "info" | "flushall") && !name.starts_with("config")

@@ -23,7 +23,7 @@ use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use cacheme::{Cache, CacheBuilder, InvalidNode, Node};
-use cacheme_test_support::{RedisServer, TlsClientAuth};
+use cacheme_test_support::{RedisCluster, RedisServer, TlsClientAuth};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------- caches --
@@ -32,6 +32,8 @@ use serde::{Deserialize, Serialize};
 pub struct Fixture {
     pub cache: Cache,
     pub server: Option<RedisServer>,
+    /// On the binary's Redis Cluster ([`cluster()`]), under a prefix of its own.
+    pub on_cluster: bool,
 }
 
 impl Fixture {
@@ -39,11 +41,21 @@ impl Fixture {
         Fixture {
             cache: Cache::builder().build().expect("memory cache"),
             server: None,
+            on_cluster: false,
         }
     }
 
     pub fn redis() -> Self {
-        Fixture::on(RedisServer::start())
+        let server = RedisServer::start();
+        let cache = Cache::builder()
+            .redis_url(server.url())
+            .build()
+            .expect("a valid redis url");
+        Fixture {
+            cache,
+            server: Some(server),
+            on_cluster: false,
+        }
     }
 
     /// Redis as managed services run it: TLS only, client certificates
@@ -62,24 +74,44 @@ impl Fixture {
         Fixture {
             cache,
             server: Some(server),
+            on_cluster: false,
         }
     }
 
-    fn on(server: RedisServer) -> Self {
-        let cache = builder_for(&server).build().expect("a valid redis url");
+    /// A cache on the binary's Redis Cluster, under a key prefix of its own.
+    pub fn cluster() -> Self {
         Fixture {
-            cache,
-            server: Some(server),
+            cache: cluster_cache(),
+            server: None,
+            on_cluster: true,
         }
     }
 
-    /// Which fixture this is: `memory`, `redis` or `redis_tls_acl`, for
-    /// names that must differ between the variants of one test.
-    pub fn kind(&self) -> &'static str {
+    /// Another process on the fixture's store: a second cache on its Redis
+    /// (or cluster, under the same prefix), or the fixture's own cache on the
+    /// memory store (one process only).
+    pub fn other_process(&self) -> Cache {
+        if self.on_cluster {
+            return Cache::builder()
+                .cluster_urls(cluster().node_urls())
+                .prefix(self.cache.prefix())
+                .build()
+                .expect("valid cluster urls");
+        }
         match &self.server {
-            None => "memory",
-            Some(server) if server.tls().is_some() => "redis_tls_acl",
-            Some(_) => "redis",
+            Some(server) => builder_for(server).build().expect("a valid redis url"),
+            None => self.cache.clone(),
+        }
+    }
+
+    /// "memory", "redis", "redis_tls_acl" or "cluster": for names that must
+    /// differ per store.
+    pub fn store_name(&self) -> &'static str {
+        match (&self.server, self.on_cluster) {
+            (_, true) => "cluster",
+            (Some(server), false) if server.tls().is_some() => "redis_tls_acl",
+            (Some(_), false) => "redis",
+            (None, false) => "memory",
         }
     }
 
@@ -123,6 +155,70 @@ macro_rules! on_both_stores {
             }
         }
     )*};
+}
+
+/// Define one test per store, the Redis Cluster included: `mod name {
+/// memory(), redis(), redis_tls_acl(), cluster() }`. The cluster's variant also checks that
+/// no operation was refused as cross-slot.
+macro_rules! on_every_store {
+    ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
+        $(#[$meta])*
+        mod $name {
+            #[allow(unused_imports)]
+            use super::*;
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn memory() {
+                let $fx = $crate::fixtures::Fixture::memory();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis() {
+                let $fx = $crate::fixtures::Fixture::redis();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_tls_acl() {
+                let $fx = $crate::fixtures::Fixture::redis_tls_acl();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn cluster() {
+                let $fx = $crate::fixtures::Fixture::cluster();
+                let cache = $fx.cache.clone();
+                $body
+                $crate::fixtures::assert_one_slot_per_op(&cache);
+            }
+        }
+    )*};
+}
+
+/// The binary's Redis Cluster (3 primaries, 1 replica each), started on
+/// first use and shared by the tests, each under a prefix of its own. Tests
+/// that kill or move nodes start a cluster of their own.
+pub fn cluster() -> &'static RedisCluster {
+    static CLUSTER: OnceLock<RedisCluster> = OnceLock::new();
+    CLUSTER.get_or_init(RedisCluster::start)
+}
+
+/// A cache on the binary's cluster, under a key prefix of its own.
+pub fn cluster_cache() -> Cache {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let prefix = format!("c{}:", NEXT.fetch_add(1, Ordering::Relaxed));
+    Cache::builder()
+        .cluster_urls(cluster().node_urls())
+        .prefix(prefix)
+        .build()
+        .expect("valid cluster urls")
+}
+
+/// No operation of `cache` was refused as touching several hash slots.
+pub fn assert_one_slot_per_op(cache: &Cache) {
+    let stats = cache.stats();
+    assert_eq!(stats.cross_slot_error, 0, "CROSSSLOT errors: {stats:?}");
 }
 
 /// The ACL rules of the minimal rule in docs/deployments.md (what follows

@@ -19,7 +19,7 @@ async fn read(cache: &cacheme::Cache, key: &str, stale: bool) -> Option<String> 
     cache.lookup::<String>(key).stale(stale).get().await
 }
 
-on_both_stores! {
+on_every_store! {
     /// "Invalid all keys for tag": every node type registers its tag (its
     /// name, or `tag = ".."`); `tag(..).invalid()` deletes its keys directly
     /// and says how many.

@@ -15,6 +15,8 @@
 #[macro_use]
 mod fixtures;
 
+mod batch;
+mod cluster;
 mod correctness;
 mod decorator;
 mod decorator_blocking;
@@ -29,3 +31,4 @@ mod public_api;
 mod settings;
 mod sources;
 mod storage;
+mod writes;

@@ -1,12 +1,12 @@
 //! Nodes and invalid nodes, as the seed documents them: "Node for better
 //! management", "Declaring Node and InvalidNode", "Node Meta", "Invalid from
-//! Node", "Get a single node value". Each test runs on the memory store and
-//! on a real redis-server.
+//! Node", "Get a single node value". Each test runs on the memory store, on a
+//! real redis-server and on a Redis Cluster.
 
 use crate::fixtures::*;
 use std::convert::Infallible;
 
-on_both_stores! {
+on_every_store! {
     /// "Get a single node value": `objects().get` never loads; it returns
     /// what a load stored.
     async fn get_a_single_node_value(fx) {
@@ -123,7 +123,7 @@ on_both_stores! {
     /// A node may write its key by hand (the seed's `def key(self)`), and
     /// declare `hit` / `miss` hooks (called with the key).
     async fn hand_written_keys_and_hooks(fx) {
-        let name = format!("hooks-{}", fx.kind());
+        let name = format!("hooks-{}", fx.store_name());
         let node = || HookedNode { name: name.clone() };
         let key = format!("hooked:{name}@v2");
         let hooked = fx.cache.objects::<HookedNode>();

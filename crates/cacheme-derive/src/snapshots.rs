@@ -178,6 +178,36 @@ fn a_skip_with_a_key_and_the_loaded_value_in_groups() {
 }
 
 #[test]
+fn a_batch_fn_with_a_key_and_a_vec() {
+    insta::assert_snapshot!(cacheme(
+        quote!(
+            batch = ids,
+            each = id,
+            key = format!("cat:{id}"),
+            by = |cat: &Cat| cat.id,
+            ttl = 300
+        ),
+        quote! {
+            async fn get_cats(db: &Db, ids: Vec<u64>) -> Vec<Cat> {
+                db.cats(&ids).await
+            }
+        },
+    ));
+}
+
+#[test]
+fn a_plain_batch_fn_with_a_node_and_a_map() {
+    insta::assert_snapshot!(cacheme(
+        quote!(batch = ids, each = id, node = CatNode { id }),
+        quote! {
+            fn get_cats(ids: Vec<u64>) -> Result<HashMap<u64, Cat>, DbError> {
+                DB.cats(&ids)
+            }
+        },
+    ));
+}
+
+#[test]
 fn a_fn_through_a_re_export() {
     insta::assert_snapshot!(cacheme(
         quote!(crate = my_app::cache, key = format!("cat:{id}")),

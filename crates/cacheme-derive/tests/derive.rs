@@ -88,7 +88,7 @@ struct OwnerCats {
     name: String,
 }
 
-/// A hand-written key, as in the seed's `def key(self)`.
+/// A hand-written key, as in Python cacheme's `def key(self)`.
 #[derive(Debug, Node)]
 #[node(key = Self::cache_key, value = String)]
 struct Legacy {

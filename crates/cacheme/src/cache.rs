@@ -104,8 +104,9 @@ impl Cache {
         let subscriber_stop = Arc::new(AtomicBool::new(false));
         let sequence = SequenceKeys::new(&builder.prefix);
         let endpoint = match &builder.source {
-            Source::Memory => None,
             Source::Redis { .. } => Endpoint::open(&builder.connect)?,
+            // A cluster's nodes are its own source (storage::cluster).
+            _ => None,
         };
         let backend = match builder.source {
             Source::Memory => Backend::Memory(MemoryStore::default()),
@@ -137,6 +138,25 @@ impl Cache {
                     sequence.clone(),
                 ))
             }
+            #[cfg(not(feature = "cluster"))]
+            Source::Cluster(_) => Backend::Memory(MemoryStore::default()),
+            #[cfg(feature = "cluster")]
+            Source::Cluster(crate::settings::ClusterSource { urls, connection }) => {
+                let described = crate::settings::describe_cluster(&urls);
+                let cluster =
+                    storage::cluster::ClusterSource::new(&urls, connection).map_err(|source| {
+                        Error::Connect {
+                            url: described.clone(),
+                            source,
+                        }
+                    })?;
+                Backend::Redis(RedisStore::new(
+                    None,
+                    storage::redis::AsyncSource::Cluster(Box::new(cluster)),
+                    described,
+                    sequence.clone(),
+                ))
+            }
         };
         // The memory store needs no events to stay coherent: one process.
         let memory = matches!(backend, Backend::Memory(_));
@@ -163,10 +183,13 @@ impl Cache {
             pending: Default::default(),
         });
         if let Backend::Redis(store) = &inner.backend
-            && let Some(endpoint) = store.endpoint()
+            && let endpoint = store.endpoint().cloned()
+            && let clients = store.subscriber_clients()
+            && (endpoint.is_some() || !clients.is_empty())
         {
             crate::subscriber::spawn(
-                endpoint.clone(),
+                endpoint,
+                clients,
                 sequence.channel,
                 Arc::downgrade(&inner),
                 inner.subscriber_stop.clone(),
@@ -180,7 +203,7 @@ impl Cache {
         &self.inner.prefix
     }
 
-    /// Whether caching is on (the seed's `ENABLE_CACHE`).
+    /// Whether caching is on (Python cacheme's `ENABLE_CACHE`).
     pub fn is_enabled(&self) -> bool {
         self.inner.enabled()
     }
@@ -195,7 +218,7 @@ impl Cache {
         (**self.inner.settings.load()).clone()
     }
 
-    /// Change settings (the seed's `update_settings`); takes effect on the
+    /// Change settings (Python cacheme's `update_settings`); takes effect on the
     /// next call. The prefix and the codec are not settings: they say where
     /// and how values are stored, so they are fixed when the cache is built.
     ///

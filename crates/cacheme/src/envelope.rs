@@ -73,7 +73,7 @@ pub enum State {
 }
 
 /// What a value depends on: the tag it was written under, or a dependency
-/// group (the seed's invalid key). Invalidating either invalidates the value.
+/// group (Python cacheme's invalid key). Invalidating either invalidates the value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Dependency<'a> {
     /// A tag: its invalidation deletes the value (it is never served again).

@@ -147,6 +147,22 @@ impl Error {
         matches!(self, Error::Redis { source, .. } if source.code() == Some("OOM"))
     }
 
+    /// True when the key holds another Redis type (`WRONGTYPE`): something
+    /// other than cacheme wrote it.
+    pub(crate) fn is_wrong_type(&self) -> bool {
+        matches!(self, Error::Redis { source, .. } if source.code() == Some("WRONGTYPE"))
+    }
+
+    /// True when the command may have run on the server although its reply
+    /// did not arrive (a timeout, a connection lost after sending).
+    pub(crate) fn may_have_run(&self) -> bool {
+        match self {
+            Error::Timeout { .. } => true,
+            Error::Redis { source, .. } => source.is_io_error() || source.is_connection_dropped(),
+            _ => false,
+        }
+    }
+
     /// True when the error means the store could not be reached or did not
     /// answer in time (as opposed to a bad argument).
     pub fn is_unavailable(&self) -> bool {

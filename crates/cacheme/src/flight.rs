@@ -11,6 +11,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use event_listener::{Event, Listener};
 
@@ -26,8 +27,10 @@ pub(crate) enum Outcome {
 }
 
 /// One key's flight.
-#[derive(Default)]
 pub(crate) struct Flight {
+    /// When its leader started: a flight older than the longest load
+    /// (`max_load_time`) is hung, and later callers start a new one.
+    started: Instant,
     outcome: OnceLock<Outcome>,
     /// An expired value the leader holds while it reloads: waiters may take
     /// it after their soft timeout (fail-safe).
@@ -37,6 +40,16 @@ pub(crate) struct Flight {
 }
 
 impl Flight {
+    fn new() -> Self {
+        Flight {
+            started: Instant::now(),
+            outcome: OnceLock::new(),
+            fallback: OnceLock::new(),
+            done: Event::new(),
+            waiters: AtomicUsize::new(0),
+        }
+    }
+
     /// Wait for the leader's outcome.
     pub(crate) async fn wait(&self) -> Outcome {
         loop {
@@ -118,19 +131,33 @@ pub(crate) struct Leader<'a> {
 }
 
 impl Flights {
-    /// Join the flight for `key`, or start it.
-    pub(crate) fn join(&self, key: &str) -> Join<'_> {
+    /// Join the flight for `key`, or start it. A flight that started more
+    /// than `hung_after` ago (the longest a load may hold its lease) is left
+    /// to its leader: this caller starts a new one, which the store lets
+    /// load once the hung leader's lease has lapsed.
+    pub(crate) fn join(&self, key: &str, hung_after: Duration) -> Join<'_> {
         let key: Arc<str> = Arc::from(key);
         let mut flights = self.flights.lock().unwrap_or_else(PoisonError::into_inner);
         match flights.entry(key) {
-            Entry::Occupied(entry) => {
+            Entry::Occupied(entry) if entry.get().started.elapsed() <= hung_after => {
                 let flight = entry.get();
                 flight.waiters.fetch_add(1, Ordering::Release);
                 Join::Waiter(flight.clone())
             }
+            Entry::Occupied(mut entry) => {
+                let key = entry.key().clone();
+                let flight = Arc::new(Flight::new());
+                entry.insert(flight.clone());
+                Join::Leader(Leader {
+                    flights: self,
+                    key,
+                    flight,
+                    finished: false,
+                })
+            }
             Entry::Vacant(entry) => {
                 let key = entry.key().clone();
-                let flight = entry.insert(Arc::new(Flight::default())).clone();
+                let flight = entry.insert(Arc::new(Flight::new())).clone();
                 Join::Leader(Leader {
                     flights: self,
                     key,
@@ -203,13 +230,15 @@ impl Drop for Leader<'_> {
 mod tests {
     use super::*;
 
+    const FOREVER: Duration = Duration::MAX;
+
     #[test]
     fn waiters_get_the_leaders_outcome() {
         let flights = Flights::default();
-        let Join::Leader(leader) = flights.join("k") else {
+        let Join::Leader(leader) = flights.join("k", FOREVER) else {
             panic!("first caller leads")
         };
-        let Join::Waiter(flight) = flights.join("k") else {
+        let Join::Waiter(flight) = flights.join("k", FOREVER) else {
             panic!("second caller waits")
         };
         leader.finish(|| Outcome::Value(Arc::from(&b"v"[..])));
@@ -218,14 +247,14 @@ mod tests {
             _ => panic!("expected the value"),
         }
         // The flight is over: the next caller leads again.
-        assert!(matches!(flights.join("k"), Join::Leader(_)));
+        assert!(matches!(flights.join("k", FOREVER), Join::Leader(_)));
     }
 
     #[test]
     fn a_dropped_leader_leaves_retry() {
         let flights = Flights::default();
-        let leader = flights.join("k");
-        let Join::Waiter(flight) = flights.join("k") else {
+        let leader = flights.join("k", FOREVER);
+        let Join::Waiter(flight) = flights.join("k", FOREVER) else {
             panic!("second caller waits")
         };
         drop(leader);
@@ -236,10 +265,10 @@ mod tests {
     fn a_panicking_leader_leaves_retry() {
         let flights = Arc::new(Flights::default());
         let Join::Waiter(flight) = ({
-            let Join::Leader(leader) = flights.join("k") else {
+            let Join::Leader(leader) = flights.join("k", FOREVER) else {
                 panic!("first caller leads")
             };
-            let waiter = flights.join("k");
+            let waiter = flights.join("k", FOREVER);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
                 let _leader = leader;
                 panic!("loader panicked");
@@ -253,10 +282,23 @@ mod tests {
     }
 
     #[test]
+    fn a_hung_flight_is_not_joined() {
+        let flights = Flights::default();
+        let Join::Leader(_hung) = flights.join("k", FOREVER) else {
+            panic!("the first caller leads");
+        };
+        std::thread::sleep(Duration::from_millis(5));
+        let Join::Leader(_new) = flights.join("k", Duration::ZERO) else {
+            panic!("a hung flight is not joined");
+        };
+        assert!(matches!(flights.join("k", FOREVER), Join::Waiter(_)));
+    }
+
+    #[test]
     fn forget_starts_a_new_flight() {
         let flights = Flights::default();
-        let _leader = flights.join("k");
+        let _leader = flights.join("k", FOREVER);
         flights.forget("k");
-        assert!(matches!(flights.join("k"), Join::Leader(_)));
+        assert!(matches!(flights.join("k", FOREVER), Join::Leader(_)));
     }
 }

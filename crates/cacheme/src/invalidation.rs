@@ -26,7 +26,7 @@ use crate::Result;
 use crate::cache::{Cache, Inner, global};
 use crate::events::Invalidated;
 use crate::key::{self, StoreKeys};
-use crate::storage::{Invalidate, PAGE, Record, Removal, ScanPage, WaitReplicas};
+use crate::storage::{Invalidate, PAGE, Primaries, Record, Removal, ScanPage, WaitReplicas};
 
 /// A pattern over cache keys, for pattern invalidation.
 ///
@@ -54,7 +54,7 @@ impl Pattern {
         Pattern(key::escape_glob(key))
     }
 
-    /// A raw Redis glob, as in the seed (`test*`). Do not build it from user
+    /// A raw Redis glob, as in Python cacheme (`test*`). Do not build it from user
     /// input; use [`key::escape_glob`](crate::key::escape_glob) on such parts.
     pub fn glob(glob: impl Into<String>) -> Self {
         Pattern(glob.into())
@@ -67,7 +67,7 @@ impl Pattern {
 }
 
 /// An invalidation to run: any mix of keys, invalid keys, patterns and tags
-/// (the seed's `create_invalidation(key=, invalid_key=, pattern=)`).
+/// (Python cacheme's `create_invalidation(key=, invalid_key=, pattern=)`).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")]
@@ -115,23 +115,44 @@ macro_rules! execute {
     ($inner:ident, $plan:ident, $report:ident, $settings:ident, $run_op:ident $(, .$await:tt)?) => {{
         let backend = &$inner.backend;
         let mut count = 0;
+        // On a cluster, a durable invalidation waits for the replicas of
+        // the primaries it wrote to (of every primary when it wrote many
+        // slots), so that a primary that is down elsewhere does not fail it.
+        let mut written = Written::new($plan.durable.is_some() && backend.is_cluster());
         for batch in $plan.store_keys.chunks(PAGE) {
             let op = Invalidate { keys: batch, removal: Removal::MarkStale };
             count += backend.$run_op(&op, &$report)$(.$await)??;
+            written.note(batch);
         }
+        // A cluster's keys are spread over its primaries: scan each of them
+        // (the invalidation of a key found goes to its slot's node).
+        let primaries = if $plan.patterns.is_empty() || !backend.is_cluster() {
+            Vec::new()
+        } else {
+            backend.$run_op(&Primaries, &$report)$(.$await)??
+        };
+        let nodes: Vec<Option<&str>> = if backend.is_cluster() {
+            primaries.iter().map(|node| Some(node.as_str())).collect()
+        } else {
+            vec![None]
+        };
         for (glob, pattern) in &$plan.patterns {
-            let mut cursor = 0;
-            loop {
-                let (next, found) = backend.$run_op(&ScanPage { glob, cursor }, &$report)$(.$await)??;
-                let keys = scanned(&$inner, pattern, &found);
-                if !keys.is_empty() {
-                    let op = Invalidate { keys: &keys, removal: Removal::Delete };
-                    count += backend.$run_op(&op, &$report)$(.$await)??;
+            for node in &nodes {
+                let mut cursor = 0;
+                loop {
+                    let page = ScanPage { glob, cursor, node: *node };
+                    let (next, found) = backend.$run_op(&page, &$report)$(.$await)??;
+                    let keys = scanned(&$inner, pattern, &found);
+                    if !keys.is_empty() {
+                        let op = Invalidate { keys: &keys, removal: Removal::Delete };
+                        count += backend.$run_op(&op, &$report)$(.$await)??;
+                        written.note(&keys);
+                    }
+                    if next == 0 {
+                        break;
+                    }
+                    cursor = next;
                 }
-                if next == 0 {
-                    break;
-                }
-                cursor = next;
             }
         }
         if !$plan.invalidated.is_empty() {
@@ -139,9 +160,10 @@ macro_rules! execute {
             let op = Record { payload: &payload, log_len: $settings.invalidation_log_len };
             let seq = backend.$run_op(&op, &$report)$(.$await)??;
             applied(&$inner, &$plan.invalidated, seq);
+            written.note_key(crate::events::SequenceKeys::new(&$inner.prefix).seq);
         }
         if let Some((replicas, timeout)) = $plan.durable {
-            let op = WaitReplicas { replicas, timeout };
+            let op = WaitReplicas { replicas, timeout, written: written.keys() };
             let acknowledged = backend.$run_op(&op, &$report)$(.$await)??;
             if acknowledged < replicas {
                 return Err(crate::Error::NotReplicated {
@@ -156,6 +178,45 @@ macro_rules! execute {
         }
         Ok(count)
     }};
+}
+
+/// The keys a durable invalidation on a cluster wrote, for its `WAIT`.
+struct Written {
+    track: bool,
+    keys: Vec<String>,
+}
+
+impl Written {
+    /// Past this many keys, `WAIT` asks every primary.
+    const MAX: usize = 64;
+
+    fn new(track: bool) -> Self {
+        Written {
+            track,
+            keys: Vec::new(),
+        }
+    }
+
+    fn note(&mut self, keys: &[StoreKeys]) {
+        for keys in keys {
+            self.note_key(keys.value().to_owned());
+        }
+    }
+
+    fn note_key(&mut self, key: String) {
+        if self.track && self.keys.len() <= Self::MAX {
+            self.keys.push(key);
+        }
+    }
+
+    /// The keys written; empty (every primary) when they were too many.
+    fn keys(self) -> Vec<String> {
+        if self.keys.len() > Self::MAX {
+            Vec::new()
+        } else {
+            self.keys
+        }
+    }
 }
 
 impl Invalidation {
@@ -290,7 +351,21 @@ fn after_run(cache: &Cache, invalidation: Invalidation, result: Result<u64>) -> 
 #[derive(Debug, Default)]
 pub(crate) struct Pending {
     queued: Mutex<Option<Invalidation>>,
+    /// Placeholders this process may have left behind: claiming reads whose
+    /// reply never came (a timeout) may still run when the server resumes.
+    /// Each is released (if it is still this token's) by the retry thread,
+    /// so that other processes do not wait for a lease nobody holds.
+    orphans: Mutex<Vec<Orphan>>,
     retrier: std::sync::OnceLock<()>,
+}
+
+/// A placeholder that a claiming read may have left: its key and token,
+/// and until when it can exist (its lease time).
+#[derive(Debug)]
+struct Orphan {
+    keys: crate::key::StoreKeys,
+    token: String,
+    until: std::time::Instant,
 }
 
 impl Pending {
@@ -329,6 +404,59 @@ impl Pending {
         self.lock().take()
     }
 
+    fn orphans(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
+        self.orphans.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Release, once the store answers, the placeholder that a claiming read
+    /// without reply may have written (nothing if it did not, or if another
+    /// caller's is there by then). Bounded like the invalidation queue.
+    pub(crate) fn release_later(
+        &self,
+        inner: &std::sync::Arc<Inner>,
+        keys: &crate::key::StoreKeys,
+        token: &str,
+    ) {
+        let settings = inner.settings();
+        let mut orphans = self.orphans();
+        if orphans.len() >= settings.invalidation_queue {
+            return;
+        }
+        orphans.push(Orphan {
+            keys: keys.clone(),
+            token: token.to_owned(),
+            until: std::time::Instant::now() + settings.lease_ttl,
+        });
+        drop(orphans);
+        self.start(inner);
+    }
+
+    /// Release the orphans whose lease may still run; keep those the store
+    /// could not be asked about.
+    fn release_orphans(&self, inner: &Inner) {
+        let orphans = std::mem::take(&mut *self.orphans());
+        if orphans.is_empty() {
+            return;
+        }
+        let settings = inner.settings();
+        let report = inner.reporting(&settings);
+        let now = std::time::Instant::now();
+        let mut kept = Vec::new();
+        for orphan in orphans.into_iter().filter(|orphan| orphan.until > now) {
+            let release = crate::storage::Release {
+                keys: &orphan.keys,
+                lease: crate::protocol::Lease::Placeholder,
+                token: &orphan.token,
+            };
+            if let Err(error) = inner.backend.run_blocking(&release, &report)
+                && error.is_unavailable()
+            {
+                kept.push(orphan);
+            }
+        }
+        self.orphans().extend(kept);
+    }
+
     /// Put back what a retry could not run.
     fn put_back(&self, invalidation: Invalidation) {
         let mut queued = self.lock();
@@ -355,6 +483,9 @@ impl Pending {
                 .settings()
                 .breaker_cooldown
                 .max(Duration::from_millis(50));
+            if inner.backend.can_block() {
+                inner.pending.release_orphans(&inner);
+            }
             if inner.backend.can_block()
                 && let Some(queued) = inner.pending.take()
             {
@@ -503,7 +634,11 @@ fn scanned(inner: &Inner, pattern: &str, found: &[String]) -> Vec<StoreKeys> {
 /// before returning (what it knows of the sequence, its local tiers, its
 /// flights), as the other processes will when its event reaches them.
 pub(crate) fn applied(inner: &Inner, invalidated: &Invalidated, seq: u64) {
-    inner.stamps.apply(&invalidated.entry(seq));
+    if inner.stamps.apply(&invalidated.entry(seq)) == crate::stamps::Applied::Known {
+        // Applied already (one's own invalidation, echoed by the channel;
+        // or read twice from the log): the local tiers were cleaned then.
+        return;
+    }
     inner.local.apply(invalidated, &inner.stats);
     for key in &invalidated.keys {
         inner.flights.forget(inner.store_keys(key).value());

@@ -48,6 +48,7 @@ pub mod key;
 mod local;
 mod lookup;
 mod manager;
+mod many;
 mod memo;
 mod node;
 mod nonfinite;
@@ -61,6 +62,7 @@ mod storage;
 mod subscriber;
 mod tags;
 mod wakeups;
+mod writes;
 
 pub use cache::{Cache, global, install};
 pub use codec::{Codec, CodecError, CodecOperation};
@@ -82,6 +84,11 @@ pub use cacheme_derive::{InvalidNode, Node, cacheme};
 #[doc = include_str!("../../../README.md")]
 struct ReadmeDoctests;
 
+/// The examples of docs/batch.md, compiled as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../docs/batch.md")]
+struct BatchDoctests;
+
 /// Not public API: used by the code the macros generate.
 #[doc(hidden)]
 pub mod __private {
@@ -100,6 +107,9 @@ pub mod __private {
             State, Stored, VERSION, placeholder, seal,
         };
     }
+    pub use crate::many::{
+        load_many, load_many_blocking, map_of, own_error as batch_error, vec_of, vec_pairs,
+    };
     pub use crate::memo::{
         DefaultKey, ErrorPolicy, ErrorSharing, KeepErrorsOwn, KeyArg, MemoNode, NodeOf,
         ResultParts, ShareClonedErrors, infallible, infallible_blocking, into_value,

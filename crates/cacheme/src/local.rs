@@ -363,7 +363,12 @@ impl<V> TypedTier<V> {
     /// invalidation of its tag or groups came after its claim.
     fn get(&self, key: &str, stamps: &Stamps) -> Option<V> {
         let held = self.entries.get(key)?;
-        if held.expires_at_ms <= self.clock.load(Ordering::Relaxed) {
+        let clock = self.clock.load(Ordering::Relaxed);
+        // The coarse clock may be up to a tick (at most 1 s) behind: an
+        // entry that close to its end is judged by the real clock.
+        if held.expires_at_ms <= clock
+            || (held.expires_at_ms - clock <= MAX_TICK_MS && held.expires_at_ms <= now_ms())
+        {
             return None;
         }
         if held.claim_seq >= stamps.latest() {
@@ -404,7 +409,7 @@ impl Sweeper {
             let tiers: Vec<Arc<dyn Tier>> = shared.tiers.iter().map(|(_, t)| t.clone()).collect();
             // Tick at a tenth of the shortest local ttl, within 10 ms .. 1 s.
             let shortest = tiers.iter().map(|t| t.ttl_ms()).min().unwrap_or(1000);
-            let tick = (shortest / 10).clamp(10, 1000);
+            let tick = (shortest / 10).clamp(10, MAX_TICK_MS);
             // Drop expired entries about four times per ttl.
             if now.saturating_sub(last_sweep) >= (shortest / 4).max(tick) {
                 last_sweep = now;
@@ -417,6 +422,9 @@ impl Sweeper {
         }
     }
 }
+
+/// The coarse clock's longest tick (ms).
+const MAX_TICK_MS: u64 = 1000;
 
 fn now_ms() -> u64 {
     crate::storage::now_ms()

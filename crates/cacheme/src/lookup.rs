@@ -146,11 +146,13 @@ impl<V> Lookup<'_, V> {
 
     /// The time to live of a value stored by this call, likewise resolved
     /// (`None`: no expiry).
+    /// With `ttl_jitter_percent`, spread by the key's own fixed amount.
     pub(crate) fn effective_ttl(&self, settings: &crate::Settings) -> Option<Duration> {
-        match self.ttl {
+        let ttl = match self.ttl {
             Some(ttl) => ttl,
             None => self.spec.ttl().or(settings.default_ttl),
-        }
+        };
+        ttl.map(|ttl| jittered(ttl, settings.ttl_jitter_percent, &self.key))
     }
 
     /// The age past which this call refreshes a value, likewise resolved.
@@ -191,7 +193,8 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// Cache under this spec's tag, with its meta (ttl, stale, version).
     /// The version is appended to the key.
     pub fn spec(mut self, spec: &'static Spec) -> Self {
-        if spec.version().is_some() {
+        if let Some(group) = spec.versions_group(&self.key) {
+            self.groups.push(group);
             self.key = Cow::Owned(spec.versioned(self.key.into_owned()));
         }
         self.spec = spec;
@@ -287,7 +290,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// The value depends on invalid keys computed from the value itself
-    /// (the seed's `c.cacheme_result`); called once per load, before the fill.
+    /// (Python cacheme's `c.cacheme_result`); called once per load, before the fill.
     pub fn depends_on_value(mut self, groups: GroupsOf<'a, V>) -> Self {
         self.groups_of = Some(groups);
         self
@@ -307,7 +310,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 
     /// Skip the cache entirely when `skip` is true: the loader runs, nothing
-    /// is read or stored (the seed's `skip`).
+    /// is read or stored (Python cacheme's `skip`).
     pub fn skip(mut self, skip: bool) -> Self {
         self.skip = skip;
         self
@@ -518,6 +521,22 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     }
 }
 
+/// `ttl`, moved by up to ± `percent` % by an amount fixed by `key` (its
+/// FNV-1a hash: the same in every process and on every call), at least 1 ms.
+pub(crate) fn jittered(ttl: Duration, percent: u8, key: &str) -> Duration {
+    if percent == 0 {
+        return ttl;
+    }
+    let hash = key.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    // A position in [-1, 1], in 1/1000ths.
+    let position = i128::from(hash % 2001) - 1000;
+    let ttl_ms = i128::try_from(ttl.as_millis()).unwrap_or(i128::MAX / 200_000);
+    let moved = ttl_ms + ttl_ms * i128::from(percent.min(100)) * position / 100_000;
+    Duration::from_millis(u64::try_from(moved.max(1)).unwrap_or(u64::MAX))
+}
+
 /// The steps of a `get`.
 enum GetStep<V> {
     Done(V),
@@ -529,4 +548,29 @@ struct GetRead<V> {
     local: Option<driver::LocalUse<V>>,
     settings: std::sync::Arc<crate::Settings>,
     keys: crate::key::StoreKeys,
+}
+
+#[cfg(test)]
+mod jitter_tests {
+    use super::jittered;
+    use std::time::Duration;
+
+    #[test]
+    fn jitter_stays_within_its_bounds_is_fixed_per_key_and_spreads_keys() {
+        let ttl = Duration::from_secs(300);
+        assert_eq!(jittered(ttl, 0, "cat:1"), ttl);
+        let ttls: Vec<Duration> = (0..200)
+            .map(|id| jittered(ttl, 10, &format!("cat:{id}")))
+            .collect();
+        for moved in &ttls {
+            assert!(
+                *moved >= Duration::from_secs(270) && *moved <= Duration::from_secs(330),
+                "{moved:?}"
+            );
+        }
+        let below = ttls.iter().filter(|t| **t < ttl).count();
+        assert!((50..150).contains(&below), "{below} of 200 below the ttl");
+        assert_eq!(jittered(ttl, 10, "cat:7"), jittered(ttl, 10, "cat:7"));
+        assert!(jittered(Duration::from_millis(1), 100, "k") >= Duration::from_millis(1));
+    }
 }

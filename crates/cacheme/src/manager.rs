@@ -1,4 +1,4 @@
-//! Managers: `CatNode::objects()` and `UserInvalid::objects()` (the seed's
+//! Managers: `CatNode::objects()` and `UserInvalid::objects()` (Python cacheme's
 //! `Node.objects`).
 
 use std::future::Future;
@@ -105,7 +105,7 @@ impl<N: Node> Manager<N> {
         lookup
     }
 
-    /// The cached value, or `None`; never runs a loader (the seed's
+    /// The cached value, or `None`; never runs a loader (Python cacheme's
     /// `objects.get`). Stale values count when the node accepts them. Store
     /// trouble also reads as `None`; [`try_get`](Self::try_get) tells it apart.
     pub async fn get(&self, args: impl Into<N>) -> Option<N::Value> {
@@ -205,9 +205,13 @@ impl<N: Node> Manager<N> {
     }
 
     fn invalidation_of(&self, node: &N) -> Invalidation {
-        self.cache()
-            .create_invalidation()
-            .key(N::SPEC.versioned(node.key()))
+        let key = node.key();
+        let invalidation = self.cache().create_invalidation();
+        match N::SPEC.versions_group(&key) {
+            // Every version's value of this key, not only this version's.
+            Some(group) => invalidation.invalid_key(group).key(N::SPEC.versioned(key)),
+            None => invalidation.key(key),
+        }
     }
 }
 

@@ -126,6 +126,16 @@ impl<T: Serialize + ?Sized> KeyArg for T {
         let json = serde_json::to_string(self)?;
         key.push(':');
         push_escaped(key, &json);
+        // JSON writes NaN, inf and -inf alike as `null`: such an argument
+        // gets its MessagePack bytes too, so f(-inf) and f(inf) differ.
+        if crate::nonfinite::contains_non_finite(self) {
+            let bytes = rmp_serde::to_vec(self)
+                .map_err(<serde_json::Error as serde::ser::Error>::custom)?;
+            key.push_str(":~");
+            for byte in bytes {
+                key.push_str(&format!("{byte:02x}"));
+            }
+        }
         Ok(())
     }
 }

@@ -1,5 +1,5 @@
 //! Nodes and invalid nodes: the typed form of cache keys and of the
-//! dependency groups that invalidate them (the seed's `Node` and `InvalidNode`).
+//! dependency groups that invalidate them (Python cacheme's `Node` and `InvalidNode`).
 
 use crate::lookup::CacheValue;
 use crate::manager::{InvalidManager, Manager};
@@ -36,7 +36,7 @@ pub trait Node: Sized + Send + Sync + 'static {
     fn key(&self) -> String;
 
     /// The dependency groups (invalid nodes) this node belongs to, computed
-    /// from its fields (the seed's `invalid_nodes()`).
+    /// from its fields (Python cacheme's `invalid_nodes()`).
     fn invalid_nodes(&self, out: &mut InvalidKeys) {
         let _ = out;
     }
@@ -53,7 +53,7 @@ pub trait Node: Sized + Send + Sync + 'static {
         let _ = key;
     }
 
-    /// The manager of this node type on the global cache (the seed's `Node.objects`).
+    /// The manager of this node type on the global cache (Python cacheme's `Node.objects`).
     fn objects() -> Manager<Self> {
         Manager::global()
     }
@@ -64,7 +64,7 @@ pub trait Node: Sized + Send + Sync + 'static {
 pub type CloneFn<V> = fn(&V) -> V;
 
 /// A dependency group: invalidating one invalidates every key that declared
-/// it (the seed's `InvalidNode`; stored as `{prefix}{key}:invalid`).
+/// it (Python cacheme's `InvalidNode`; stored as `{prefix}{key}:invalid`).
 /// Implemented by `#[derive(InvalidNode)]`.
 ///
 /// ```
@@ -121,7 +121,7 @@ impl InvalidKeys {
 }
 
 /// Anything that names invalid keys: a string, an invalid node, or a list,
-/// option, tuple or nesting of those (the seed's `invalid_keys` may return
+/// option, tuple or nesting of those (Python cacheme's `invalid_keys` may return
 /// one key or a list).
 ///
 /// ```

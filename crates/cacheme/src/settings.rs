@@ -1,4 +1,4 @@
-//! Settings and the builder that connects a cache (the seed's
+//! Settings and the builder that connects a cache (Python cacheme's
 //! `set_connection` and `update_settings`).
 
 use std::time::Duration;
@@ -11,27 +11,27 @@ use crate::{Error, Result};
 /// Settings that can change while the cache runs
 /// ([`Cache::update_settings`]); read on every call.
 ///
-/// The defaults are the seed's (stale data on, no TTL, 5 herd retries), but
-/// for the herd interval: the seed polled every 20 ms; here waiters are woken
+/// The defaults are Python cacheme's (stale data on, no TTL, 5 herd retries), but
+/// for the herd interval: Python cacheme polled every 20 ms; here waiters are woken
 /// as soon as the value is filled, so the interval is only a bound, and 1 s
 /// keeps loads of up to about 5 s down to one load (5 × 20 ms sent waiters
 /// to load for themselves after 100 ms).
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Settings {
-    /// Caching on or off (the seed's `ENABLE_CACHE`). When off, every call
+    /// Caching on or off (Python cacheme's `ENABLE_CACHE`). When off, every call
     /// runs its loader and reads nothing; invalidations still run, so that
     /// other processes (with caching on) do not keep serving old values.
     pub enabled: bool,
     /// Serve stale (invalidated) values while one caller refreshes them
-    /// (the seed's `STALE`). Node meta and decorator arguments override it.
+    /// (Python cacheme's `STALE`). Node meta and decorator arguments override it.
     pub stale: bool,
     /// TTL of values whose node or function sets none.
     pub default_ttl: Option<Duration>,
     /// How many times a caller waits for another caller's load before it
-    /// loads for itself (the seed's `THUNDERING_HERD_RETRY_COUNT`).
+    /// loads for itself (Python cacheme's `THUNDERING_HERD_RETRY_COUNT`).
     pub herd_retries: u32,
-    /// The longest single wait (the seed's `THUNDERING_HERD_RETRY_TIME`).
+    /// The longest single wait (Python cacheme's `THUNDERING_HERD_RETRY_TIME`).
     /// Waiters are woken as soon as the value is filled, so this is a bound,
     /// not a polling period.
     pub herd_interval: Duration,
@@ -79,6 +79,11 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// How long the circuit breaker stays open before it probes Redis again.
     pub breaker_cooldown: Duration,
+    /// Spread stored TTLs by up to ± this percentage (0 to 100; default 0),
+    /// so that the keys of a warm-up do not all expire at once. Each key's
+    /// spread is fixed (a hash of the key): the same key always gets the
+    /// same TTL, in the store and in the local tier.
+    pub ttl_jitter_percent: u8,
 }
 
 impl Default for Settings {
@@ -101,6 +106,7 @@ impl Default for Settings {
             hard_timeout: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
+            ttl_jitter_percent: 0,
         }
     }
 }
@@ -115,13 +121,26 @@ pub(crate) enum Source {
         #[cfg(feature = "deadpool")]
         pool: Option<deadpool_redis::Pool>,
     },
+    /// A Redis Cluster (only built with the `cluster` feature).
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    Cluster(ClusterSource),
+}
+
+/// A Redis Cluster's initial nodes, and the application's own async
+/// connection if it gave one.
+pub(crate) struct ClusterSource {
+    #[cfg(feature = "cluster")]
+    pub(crate) urls: Vec<String>,
+    #[cfg(feature = "cluster")]
+    pub(crate) connection: Option<redis::cluster_async::ClusterConnection>,
 }
 
 impl Source {
-    /// Redis, keeping the application connections already given.
+    /// Redis, keeping the application connections already given (a
+    /// cluster's are dropped: the last choice of store wins).
     fn redis(self) -> Source {
         match self {
-            Source::Memory => Source::Redis {
+            Source::Memory | Source::Cluster(_) => Source::Redis {
                 manager: None,
                 #[cfg(feature = "deadpool")]
                 pool: None,
@@ -279,17 +298,15 @@ impl CacheBuilder {
     /// push wake-ups of waiting callers (without it, waiters re-check every
     /// `herd_interval`).
     pub fn connection_manager(mut self, manager: redis::aio::ConnectionManager) -> Self {
-        self.source = match self.source.redis() {
-            Source::Redis {
-                #[cfg(feature = "deadpool")]
-                pool,
-                ..
-            } => Source::Redis {
-                manager: Some(manager),
-                #[cfg(feature = "deadpool")]
-                pool,
-            },
-            Source::Memory => unreachable!("Source::redis() is never Memory"),
+        #[cfg(feature = "deadpool")]
+        let pool = match self.source {
+            Source::Redis { pool, .. } => pool,
+            Source::Memory | Source::Cluster(_) => None,
+        };
+        self.source = Source::Redis {
+            manager: Some(manager),
+            #[cfg(feature = "deadpool")]
+            pool,
         };
         self
     }
@@ -303,12 +320,71 @@ impl CacheBuilder {
     #[cfg(feature = "deadpool")]
     #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
     pub fn deadpool(mut self, pool: deadpool_redis::Pool) -> Self {
-        self.source = match self.source.redis() {
-            Source::Redis { manager, .. } => Source::Redis {
-                manager,
-                pool: Some(pool),
-            },
-            Source::Memory => unreachable!("Source::redis() is never Memory"),
+        let manager = match self.source {
+            Source::Redis { manager, .. } => manager,
+            Source::Memory | Source::Cluster(_) => None,
+        };
+        self.source = Source::Redis {
+            manager,
+            pool: Some(pool),
+        };
+        self
+    }
+
+    /// Store values in a Redis Cluster whose nodes include these
+    /// (`redis://host:port`; a few are enough, the others are discovered).
+    /// Async calls use redis-rs's async cluster connection (one multiplexed
+    /// connection per node, following `MOVED`/`ASK` and failovers), blocking
+    /// calls a few synchronous cluster connections, and the event subscriber
+    /// listens on one of these nodes (the next one when it fails). See
+    /// `docs/deployments.md`.
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder()
+    ///     .cluster_urls(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"])
+    ///     .build()
+    ///     .expect("valid URLs; nothing is connected before first use");
+    /// # drop(cache);
+    /// ```
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_urls<I, U>(mut self, urls: I) -> Self
+    where
+        I: IntoIterator<Item = U>,
+        U: Into<String>,
+    {
+        let urls = urls.into_iter().map(Into::into).collect();
+        self.source = match self.source {
+            Source::Cluster(ClusterSource { connection, .. }) => {
+                Source::Cluster(ClusterSource { urls, connection })
+            }
+            _ => Source::Cluster(ClusterSource {
+                urls,
+                connection: None,
+            }),
+        };
+        self
+    }
+
+    /// Send async commands over the application's own Redis Cluster
+    /// connection. Add [`cluster_urls`](Self::cluster_urls) too for blocking
+    /// calls and for push wake-ups and coherent local tiers (the event
+    /// subscriber needs a node to listen on).
+    #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+    pub fn cluster_connection(
+        mut self,
+        connection: redis::cluster_async::ClusterConnection,
+    ) -> Self {
+        self.source = match self.source {
+            Source::Cluster(ClusterSource { urls, .. }) => Source::Cluster(ClusterSource {
+                urls,
+                connection: Some(connection),
+            }),
+            _ => Source::Cluster(ClusterSource {
+                urls: Vec::new(),
+                connection: Some(connection),
+            }),
         };
         self
     }
@@ -319,7 +395,7 @@ impl CacheBuilder {
         self
     }
 
-    /// Turn caching on or off (the seed's `ENABLE_CACHE`); can be changed
+    /// Turn caching on or off (Python cacheme's `ENABLE_CACHE`); can be changed
     /// later with [`Cache::set_enabled`]. When off, every call runs its
     /// loader and the store is not touched.
     pub fn enabled(mut self, enabled: bool) -> Self {
@@ -336,6 +412,18 @@ impl CacheBuilder {
     /// TTL for values whose node or function sets none (default none).
     pub fn default_ttl(mut self, ttl: Option<Duration>) -> Self {
         self.settings.default_ttl = ttl;
+        self
+    }
+
+    /// Spread stored TTLs by up to ± `percent` % (at most 100), fixed per key:
+    /// keys loaded together do not all expire together (default 0).
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder().ttl_jitter_percent(10).build().expect("memory store");
+    /// assert_eq!(cache.settings().ttl_jitter_percent, 10);
+    /// ```
+    pub fn ttl_jitter_percent(mut self, percent: u8) -> Self {
+        self.settings.ttl_jitter_percent = percent.min(100);
         self
     }
 
@@ -439,6 +527,10 @@ impl std::fmt::Debug for CacheBuilder {
             Source::Memory => "memory".to_owned(),
             Source::Redis { .. } if self.connect.is_set() => self.connect.describe(),
             Source::Redis { .. } => "application connection".to_owned(),
+            #[cfg(feature = "cluster")]
+            Source::Cluster(cluster) => describe_cluster(&cluster.urls),
+            #[cfg(not(feature = "cluster"))]
+            Source::Cluster(_) => "cluster".to_owned(),
         };
         f.debug_struct("CacheBuilder")
             .field("source", &source)
@@ -449,6 +541,16 @@ impl std::fmt::Debug for CacheBuilder {
             .field("settings", &self.settings)
             .finish()
     }
+}
+
+/// A cluster's initial nodes (passwords removed), for logs and errors.
+#[cfg(feature = "cluster")]
+pub(crate) fn describe_cluster(urls: &[String]) -> String {
+    if urls.is_empty() {
+        return "application cluster connection".to_owned();
+    }
+    let urls: Vec<String> = urls.iter().map(|url| redact(url)).collect();
+    format!("cluster [{}]", urls.join(", "))
 }
 
 /// A URL with its password replaced by `***`, for logs and errors. Every

@@ -1,5 +1,5 @@
 //! Invalidation sources: streams of "this changed" events that invalidate
-//! cached values when they fire (the seed's `invalid_sources`, Django
+//! cached values when they fire (Python cacheme's `invalid_sources`, Django
 //! signals there).
 //!
 //! A source is anything that implements [`InvalidationSource`]: an app's

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 /// How a node type or a cached function caches: its name, its tag and its
-/// meta (the seed's `class Meta`). Built by the macros with the `const`
+/// meta (Python cacheme's `class Meta`). Built by the macros with the `const`
 /// builder methods below; what a spec leaves unset falls back to the cache's
 /// [`Settings`](crate::Settings).
 ///
@@ -114,7 +114,7 @@ impl Spec {
         }
     }
 
-    /// Whether readers accept stale values (the seed's `Meta.stale`).
+    /// Whether readers accept stale values (Python cacheme's `Meta.stale`).
     pub const fn with_stale(self, stale: bool) -> Self {
         Spec {
             stale: Some(stale),
@@ -251,6 +251,15 @@ impl Spec {
             }
             None => key,
         }
+    }
+
+    /// The dependency group that every version of `key` belongs to
+    /// (`key@*`), when this spec is versioned: invalidating a key through
+    /// its manager invalidates this group too, so that the values of the
+    /// other versions (an older deploy's, during a rolling deploy) are not
+    /// served either.
+    pub(crate) fn versions_group(&self, key: &str) -> Option<String> {
+        self.version.map(|_| format!("{key}@*"))
     }
 }
 

@@ -13,7 +13,7 @@
 //! - a group was invalidated after the claim → stale (served to stale-on
 //!   readers while one caller refreshes, a miss for the others);
 //! - its tag was invalidated after the claim → deleted (a miss for everyone:
-//!   the seed's tag invalidation deletes);
+//!   Python cacheme's tag invalidation deletes);
 //! - the claim is older than what this process knows of the sequence (the
 //!   log was trimmed, or events were lost beyond recovery) → unknown: treated
 //!   as deleted, so the value is reloaded once.

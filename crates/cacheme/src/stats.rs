@@ -67,6 +67,9 @@ counters! {
     store_request,
     /// Store operations that failed (error or timeout).
     store_error,
+    /// Of those, the ones a Redis Cluster refused as touching several hash
+    /// slots (`CROSSSLOT`): a bug, as every operation touches one slot.
+    cross_slot_error,
     /// Store operations not sent because the circuit breaker was open.
     short_circuited,
     /// Times the circuit breaker opened.

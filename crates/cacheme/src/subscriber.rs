@@ -14,6 +14,9 @@
 //!   invalidation log for what it missed; what the log no longer has is
 //!   *lost*: values claimed before it are reloaded rather than trusted, and
 //!   the local tiers are emptied.
+//! - When no numbered event has arrived for [`SEQUENCE_CHECK`] (50 ms),
+//!   the sequence is read: an event dropped without a disconnect is noticed
+//!   even when no later event reveals the gap.
 //! - A connection that goes quiet is pinged: a half-open connection (the
 //!   server gone without a reset) is noticed within [`HEALTH`] + the read
 //!   timeout, and replaced.
@@ -30,8 +33,16 @@ use crate::events::{Invalidated, Message};
 use crate::storage::ReadLog;
 use crate::storage::endpoint::Endpoint;
 
-/// How long a read blocks before the thread checks whether to stop.
-const POLL: Duration = Duration::from_millis(250);
+/// How long a read blocks before the thread checks whether to stop (and
+/// whether to check the sequence).
+const POLL: Duration = Duration::from_millis(25);
+/// How often the sequence is read when no numbered event arrived: an event
+/// that Redis dropped without closing the connection (output-buffer limits,
+/// a lossy link) is noticed within this time even if no other event follows
+/// it, and what it said is read back from the log. One small request (the
+/// sequence and an empty log range) per interval, only while the channel
+/// brings no invalidations.
+const SEQUENCE_CHECK: Duration = Duration::from_millis(50);
 /// Pause between reconnection attempts.
 const BACKOFF: Duration = Duration::from_millis(200);
 /// How long the connection may stay quiet before it is pinged.
@@ -43,32 +54,71 @@ const CONNECT: Duration = Duration::from_secs(1);
 const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
-/// dropped.
+/// dropped. With an `endpoint` (one server, or the primary Sentinel names),
+/// it listens on the endpoint's current primary, and moves when that
+/// changes. Otherwise it listens through the first of `clients` and, when
+/// that connection fails, through the next one (a Redis Cluster broadcasts
+/// the channel to every node, so any node will do).
 pub(crate) fn spawn(
-    endpoint: Endpoint,
+    endpoint: Option<Endpoint>,
+    clients: Vec<redis::Client>,
     channel: String,
     cache: Weak<Inner>,
     stop: Arc<AtomicBool>,
 ) {
     let spawned = std::thread::Builder::new()
         .name("cacheme-subscriber".into())
-        .spawn(move || run(&endpoint, &channel, &cache, &stop));
+        .spawn(move || run(endpoint.as_ref(), &clients, &channel, &cache, &stop));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cacheme: cannot start the subscriber thread; waiters will poll");
     }
 }
 
-fn run(endpoint: &Endpoint, channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
+fn run(
+    endpoint: Option<&Endpoint>,
+    clients: &[redis::Client],
+    channel: &str,
+    cache: &Weak<Inner>,
+    stop: &AtomicBool,
+) {
     let mut reported = false;
+    let mut attempt = 0;
+    // The nodes to listen on: those given, then those learnt from a cluster.
+    let mut candidates = clients.to_vec();
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
-        match listen(endpoint, channel, cache, stop) {
+        let listened = match endpoint {
+            Some(endpoint) => endpoint.primary(CONNECT).and_then(|primary| {
+                let followed = Followed {
+                    endpoint,
+                    generation: primary.generation,
+                    addr: &primary.addr,
+                };
+                listen(
+                    &primary.client,
+                    Some(followed),
+                    channel,
+                    cache,
+                    stop,
+                    &mut candidates,
+                )
+            }),
+            None => {
+                let Some(client) = candidates.get(attempt % candidates.len().max(1)).cloned()
+                else {
+                    return;
+                };
+                attempt += 1;
+                listen(&client, None, channel, cache, stop, &mut candidates)
+            }
+        };
+        match listened {
             Ok(()) => return,
             Err(error) => {
                 if !reported {
                     tracing::warn!(
                         error = %crate::error::Chain(&error),
                         channel,
-                        redis = endpoint.describe(),
+                        redis = endpoint.map(Endpoint::describe),
                         "cacheme: event subscription lost; reconnecting"
                     );
                     reported = true;
@@ -87,18 +137,42 @@ fn run(endpoint: &Endpoint, channel: &str, cache: &Weak<Inner>, stop: &AtomicBoo
     }
 }
 
-/// Subscribe and dispatch until stopped (Ok) or the connection fails (Err).
+/// The endpoint's primary a subscription listens on.
+struct Followed<'a> {
+    endpoint: &'a Endpoint,
+    generation: u64,
+    addr: &'a str,
+}
+
+/// Subscribe and dispatch until stopped (Ok) or the connection fails, or
+/// the followed endpoint names another primary (Err).
 fn listen(
-    endpoint: &Endpoint,
+    client: &redis::Client,
+    followed: Option<Followed<'_>>,
     channel: &str,
     cache: &Weak<Inner>,
     stop: &AtomicBool,
+    candidates: &mut Vec<redis::Client>,
 ) -> redis::RedisResult<()> {
-    let primary = endpoint.primary(CONNECT)?;
-    let mut conn = primary
-        .client
+    let mut conn = client
         .get_connection_with_timeout(CONNECT)
-        .inspect_err(|e| endpoint.suspect(e))?;
+        .inspect_err(|e| {
+            if let Some(followed) = &followed {
+                followed.endpoint.suspect(e);
+            }
+        })?;
+    warn_on_eviction_policy(&mut conn);
+    #[cfg(feature = "cluster")]
+    {
+        crate::storage::cluster::learn_nodes(client, &mut conn, candidates);
+        if let Some(cache) = cache.upgrade()
+            && let crate::storage::Backend::Redis(store) = &cache.backend
+        {
+            store.note_nodes(candidates);
+        }
+    }
+    #[cfg(not(feature = "cluster"))]
+    let _ = candidates;
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;
@@ -116,18 +190,30 @@ fn listen(
         None => return Ok(()),
     }
     let mut last_heard = Instant::now();
+    let mut last_numbered = Instant::now();
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
         }
-        if endpoint.generation() != primary.generation {
+        if let Some(followed) = &followed
+            && followed.endpoint.generation() != followed.generation
+        {
             // Sentinel promoted another primary: subscribe there (and read
             // the log there for what was missed meanwhile).
             return Err(redis::RedisError::from((
                 redis::ErrorKind::Io,
                 "the primary changed",
-                primary.addr.clone(),
+                followed.addr.to_owned(),
             )));
+        }
+        if last_numbered.elapsed() >= SEQUENCE_CHECK {
+            let Some(cache) = cache.upgrade() else {
+                return Ok(());
+            };
+            // Nothing numbered came for a while: was something dropped?
+            // (Errors are the store's trouble: the next check tries again.)
+            let _ = catch_up(&cache);
+            last_numbered = Instant::now();
         }
         match pubsub.get_message() {
             Ok(message) => {
@@ -135,7 +221,11 @@ fn listen(
                 let Some(cache) = cache.upgrade() else {
                     return Ok(());
                 };
-                dispatch(&cache, message.get_payload_bytes());
+                let payload = message.get_payload_bytes();
+                if payload.first() == Some(&crate::events::INVALIDATED) {
+                    last_numbered = Instant::now();
+                }
+                dispatch(&cache, payload);
             }
             Err(error) if error.is_timeout() => {
                 if last_heard.elapsed() >= HEALTH {
@@ -146,6 +236,36 @@ fn listen(
             }
             Err(error) => return Err(error),
         }
+    }
+}
+
+/// The `maxmemory-policy` values under which cacheme keeps its promises:
+/// nothing is evicted, or any key may be (the sequence too, which restarts
+/// above every number it gave; see docs/reliability.md). Under the
+/// `volatile-*` policies only keys with a TTL are evicted: a lease (a
+/// placeholder, with its lease time) may go mid-load while the sequence,
+/// which has no TTL, stays, so a second process may load the same key.
+const SAFE_EVICTION_POLICIES: [&str; 4] =
+    ["noeviction", "allkeys-lru", "allkeys-lfu", "allkeys-random"];
+
+/// Warn (once per subscription) when the server evicts under a policy that
+/// cacheme does not support. `CONFIG` may be refused (managed Redis, ACL):
+/// then nothing is said.
+fn warn_on_eviction_policy(conn: &mut redis::Connection) {
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query(conn);
+    if let Ok(reply) = reply
+        && let [_, policy] = reply.as_slice()
+        && !SAFE_EVICTION_POLICIES.contains(&policy.as_str())
+    {
+        tracing::warn!(
+            policy = policy.as_str(),
+            "cacheme: the server's maxmemory-policy can evict a lease in the middle of a load \
+             (then a key may be loaded twice); use noeviction or an allkeys-* policy \
+             (see docs/reliability.md)"
+        );
     }
 }
 

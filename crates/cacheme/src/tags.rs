@@ -1,7 +1,7 @@
 //! Tags: every node type and cached function indexes its keys under a tag
 //! (the node's name, the function's name, or `tag = ".."`), and registers the
 //! tag in an `inventory` registry so that it can be listed and invalidated
-//! by name (the seed's `cacheme.tags['cats']`).
+//! by name (Python cacheme's `cacheme.tags['cats']`).
 
 use std::collections::BTreeMap;
 
@@ -91,7 +91,7 @@ impl Tag {
         Ok(self.cache.clone().unwrap_or_else(global))
     }
 
-    /// Delete every value written under this tag (the seed's
+    /// Delete every value written under this tag (Python cacheme's
     /// `tags['cats'].objects.invalid()`: deleted, no stale data), loads in
     /// flight included, in O(1) whatever their number.
     #[doc(alias = "invalidate")]

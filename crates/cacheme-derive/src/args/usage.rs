@@ -159,6 +159,18 @@ pub(crate) const CACHEME: Attr = Attr {
         arg("fail_safe_throttle", FAIL_SAFE_THROTTLE),
         arg("soft_timeout", SOFT_TIMEOUT),
         arg("hard_timeout", HARD_TIMEOUT),
+        arg(
+            "batch",
+            "`batch = ids` (the fn's `Vec<Id>` parameter: each id is cached on its own, and only the missing ones reach the body)",
+        ),
+        arg(
+            "each",
+            "`each = id` (the name under which `key` / `node` see one id of the batch)",
+        ),
+        arg(
+            "by",
+            "`by = |cat: &Cat| cat.id` (the id of a value the batch fn returns in its `Vec`)",
+        ),
         CRATE,
     ],
 };

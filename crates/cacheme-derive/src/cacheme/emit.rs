@@ -293,7 +293,7 @@ pub(super) fn function(plan: &Plan, function: ItemFn) -> TokenStream {
 }
 
 /// `let spec = { static SPEC: Spec = ..; inventory::submit!(..); &SPEC };`
-fn spec_statement(plan: &SpecPlan, spec: &Ident, krate: &syn::Path) -> TokenStream {
+pub(super) fn spec_statement(plan: &SpecPlan, spec: &Ident, krate: &syn::Path) -> TokenStream {
     let SpecPlan {
         name,
         tag,

@@ -27,6 +27,9 @@ pub(super) struct Args {
     pub(super) fail_safe_throttle: Option<Code>,
     pub(super) soft_timeout: Option<Code>,
     pub(super) hard_timeout: Option<Code>,
+    pub(super) batch: Option<Code>,
+    pub(super) each: Option<Code>,
+    pub(super) by: Option<Code>,
     #[darling(rename = "crate")]
     pub(super) krate: Option<Code>,
 }

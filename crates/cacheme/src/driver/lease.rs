@@ -233,22 +233,46 @@ async fn renew_async(cache: Weak<Inner>, kept: Kept) {
     }
 }
 
-/// A new lease token: 24 hex digits, unique across processes.
+/// A new lease token: 24 hex digits, unique across processes: this
+/// process's id and a random number (made once), then a counter. Every read
+/// that reaches Redis makes one (its placeholder, in case the key is cold),
+/// so it costs a counter increment and 8 hex digits, nothing more.
 pub(crate) fn new_token() -> String {
-    use std::hash::{BuildHasher, Hasher};
+    static PREFIX: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
-    hasher.write_u64(count);
-    hasher.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_nanos()),
-    );
-    format!(
-        "{:08x}{:08x}{:08x}",
-        std::process::id(),
-        count as u32,
-        hasher.finish() as u32
-    )
+    let prefix = PREFIX.get_or_init(|| {
+        use std::hash::{BuildHasher, Hasher};
+        let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+        hasher.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos()),
+        );
+        format!("{:08x}{:08x}", std::process::id(), hasher.finish() as u32)
+    });
+    // (Wraps after 2^32 tokens: a lease that old has long expired.)
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed) as u32;
+    let mut token = String::with_capacity(prefix.len() + 8);
+    token.push_str(prefix);
+    for shift in (0..8).rev() {
+        let digit = (count >> (shift * 4)) & 0xf;
+        token.push(char::from_digit(digit, 16).expect("a nibble is a hex digit"));
+    }
+    token
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tokens_are_24_hex_digits_and_distinct() {
+        let tokens: Vec<String> = (0..1000).map(|_| new_token()).collect();
+        for token in &tokens {
+            assert_eq!(token.len(), 24, "{token}");
+            assert!(token.chars().all(|c| c.is_ascii_hexdigit()), "{token}");
+        }
+        let distinct: std::collections::HashSet<&String> = tokens.iter().collect();
+        assert_eq!(distinct.len(), tokens.len());
+    }
 }

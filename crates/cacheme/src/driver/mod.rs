@@ -14,9 +14,11 @@
 //!    loader), feed the result back. Everything that is not I/O lives in
 //!    `run.rs`; `lease.rs` renews and releases the lease the leader holds.
 
+pub(crate) mod batch;
 mod lease;
 mod run;
 mod steps;
+pub(crate) mod write;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -162,7 +164,7 @@ macro_rules! wait_flight {
 macro_rules! join_or_lead {
     (
         fn $name:ident<$($generic:ident),*> where { $($bound:tt)+ };
-        lead = $lead:ident, wait_flight = $wait_flight:ident,
+        lead = $lead:ident, wait_flight = $wait_flight:ident, blocking = $blocking:expr,
         load = |$load_fn:ident| $load:expr;
         $($async:ident)? $(.$await:tt)?
     ) => {
@@ -180,7 +182,8 @@ macro_rules! join_or_lead {
             let keys = inner.store_keys(&lookup.key);
             let mut loader = Some(loader);
             loop {
-                match inner.flights.join(keys.value()) {
+                let hung_after = inner.settings().max_load_time;
+                match inner.flights.join(keys.value(), hung_after) {
                     Join::Leader(leader) => {
                         let loader = loader
                             .take()
@@ -197,6 +200,11 @@ macro_rules! join_or_lead {
                             let settings = inner.settings();
                             (herd_budget(&settings), lookup.effective_soft_timeout(&settings))
                         };
+                        if $blocking && blocks_its_runtime() {
+                            // The leader may be a task of the runtime that
+                            // this blocking call holds: waiting would freeze it.
+                            budget = Duration::ZERO;
+                        }
                         if let Some(soft) = soft_timeout.filter(|soft| *soft < budget) {
                             match wait_flight!(flight.$wait_flight(soft) $(, $await)?) {
                                 Some(outcome) => match waited(lookup, inner, outcome) {
@@ -241,14 +249,14 @@ macro_rules! join_or_lead {
 
 join_or_lead! {
     fn load_remote_async<F, Fut> where { F: FnOnce() -> Fut, Fut: Future<Output = Result<V, E>> };
-    lead = lead_async, wait_flight = wait_for,
+    lead = lead_async, wait_flight = wait_for, blocking = false,
     load = |load| Box::pin(load()).await;
     async .await
 }
 
 join_or_lead! {
     fn load_remote_blocking<F> where { F: FnOnce() -> Result<V, E> };
-    lead = lead_blocking, wait_flight = wait_blocking_for,
+    lead = lead_blocking, wait_flight = wait_blocking_for, blocking = true,
     load = |load| load();
 }
 
@@ -284,6 +292,26 @@ fn serve_fallback<V: CacheValue, E, F>(
         hit(&lookup.key, &value);
     }
     Some(Led::value(value, None))
+}
+
+/// Whether this thread runs a current-thread tokio runtime (a blocking call
+/// from async code): waiting here would stop every task of that runtime,
+/// the leader of the flight this caller would wait for included. Warns once.
+fn blocks_its_runtime() -> bool {
+    let current_thread = tokio::runtime::Handle::try_current().is_ok_and(|handle| {
+        handle.runtime_flavor() == tokio::runtime::RuntimeFlavor::CurrentThread
+    });
+    if current_thread {
+        static WARNED: std::sync::Once = std::sync::Once::new();
+        WARNED.call_once(|| {
+            tracing::warn!(
+                "cacheme: a blocking call inside a current-thread tokio runtime does not wait \
+                 for loads of this process (it would stop the runtime): it loads by itself; \
+                 call the async version instead"
+            );
+        });
+    }
+    current_thread
 }
 
 /// How long a caller waits for other callers' loads, at most.
@@ -483,6 +511,9 @@ impl<V: CacheValue> LocalUse<V> {
         let settings = inner.settings();
         // Never longer than the value itself lives, nor past its refresh age.
         let mut until = u64::MAX;
+        // From the writer's clock, unless it is ahead of ours: a clock 30 s
+        // ahead must not keep a 1 s value here for 31 s.
+        let written_at_ms = envelope.written_at_ms.min(crate::storage::now_ms());
         for limit in [
             lookup.effective_ttl(&settings),
             lookup.effective_refresh_after(),
@@ -491,7 +522,7 @@ impl<V: CacheValue> LocalUse<V> {
         .flatten()
         {
             let limit = u64::try_from(limit.as_millis()).unwrap_or(u64::MAX);
-            until = until.min(envelope.written_at_ms.saturating_add(limit));
+            until = until.min(written_at_ms.saturating_add(limit));
         }
         let entry = crate::local::NewEntry {
             value: (self.clone)(value),

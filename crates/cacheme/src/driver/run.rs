@@ -17,7 +17,9 @@ use crate::node::InvalidKeys;
 use crate::protocol::{Claim, Found, Lease, ReadFlow, Serve, Step};
 use crate::settings::Settings;
 use crate::stamps::Verdict;
-use crate::storage::{ClaimRefresh, Fill, Get, ReadClaim, Release, Watch, now_ms};
+use crate::storage::{
+    ClaimRefresh, Fill, Get, Invalidate, ReadClaim, Release, Removal, Watch, now_ms,
+};
 
 /// One leader's call: the flow and everything the steps produce.
 pub(crate) struct Run<'r, 'a, V, E> {
@@ -48,6 +50,10 @@ pub(crate) struct Run<'r, 'a, V, E> {
     reads_only: bool,
     /// The loader outlasted the hard timeout.
     timed_out: bool,
+    /// The key held another Redis type: delete it before reading again.
+    repair_pending: bool,
+    /// A repair was tried (once per call).
+    repaired: bool,
     error: Option<Box<E>>,
     leader: Option<Leader<'r>>,
 }
@@ -82,6 +88,8 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             waited: false,
             reads_only: false,
             timed_out: false,
+            repair_pending: false,
+            repaired: false,
             error: None,
             leader,
         }
@@ -125,6 +133,17 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self.reads_only
     }
 
+    /// The deletion of a foreign value found by the last read, once.
+    pub(super) fn repair_op(&mut self) -> Option<Invalidate<'_>> {
+        if !std::mem::take(&mut self.repair_pending) {
+            return None;
+        }
+        Some(Invalidate {
+            keys: std::slice::from_ref(&self.keys),
+            removal: Removal::Delete,
+        })
+    }
+
     pub(super) fn get_op(&self) -> Get<'_> {
         Get { keys: &self.keys }
     }
@@ -144,13 +163,31 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 self.read = Some(bytes);
                 self.flow.on_read(self.found(), false, now_ms())
             }
+            Err(error) if !self.repaired && error.is_wrong_type() => {
+                // Another Redis type (a hash, a list...) under the key:
+                // written by something else, never servable. Delete it
+                // (see `repair_op`) and read again, once.
+                self.repaired = true;
+                self.repair_pending = true;
+                Step::Read
+            }
             Err(error) if !self.reads_only && error.is_out_of_memory() => {
                 // A full server under `noeviction` refuses every write, the
                 // claiming read included: read again with a plain GET.
                 self.reads_only = true;
                 Step::Read
             }
-            Err(_) => self.flow.on_store_error(),
+            Err(error) => {
+                if !self.reads_only && error.may_have_run() {
+                    // The claiming read may still run when the server
+                    // resumes, leaving this caller's placeholder: give it
+                    // back once the store answers.
+                    self.inner
+                        .pending
+                        .release_later(self.inner, &self.keys, self.token());
+                }
+                self.flow.on_store_error()
+            }
         }
     }
 

@@ -38,6 +38,9 @@ macro_rules! steps {
             loop {
                 step = match step {
                     Step::Read => {
+                        if let Some(repair) = run.repair_op() {
+                            let _ = backend.$run_op(&repair, &report)$(.$await)?;
+                        }
                         let reply = if run.reads_only() {
                             backend.$run_op(&run.get_op(), &report)$(.$await)?
                         } else {

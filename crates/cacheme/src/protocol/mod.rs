@@ -476,7 +476,7 @@ impl ReadFlow {
             // Budget spent with an expired value in hand: serve it.
             self.finish(Step::Serve(Serve::FAIL_SAFE))
         } else {
-            // Budget spent: load for ourselves, as the seed does, without
+            // Budget spent: load for ourselves, as Python cacheme does, without
             // storing (we hold no lease).
             self.phase = Phase::Loading;
             Step::Load

@@ -230,7 +230,7 @@ impl MemoryState {
         if !held {
             return (false, false);
         }
-        let expires = op.ttl_ms.map(|ttl| now_ms + ttl);
+        let expires = op.expiry_ms().map(|ttl| now_ms.saturating_add(ttl));
         self.put(op.keys.value(), op.envelope.to_vec(), expires, now_ms);
         (true, waiters)
     }

@@ -11,6 +11,9 @@
 //! Every op touches one Redis Cluster hash slot: a key's value and lease
 //! (`{key}`), or the invalidation sequence (`{inv}`).
 
+pub(crate) mod batch;
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
 pub(crate) mod endpoint;
 pub(crate) mod memory;
 #[cfg(test)]
@@ -82,6 +85,20 @@ pub(crate) trait Op {
     /// Run against the memory store; value keys whose waiters must be woken
     /// go into `wake`.
     fn apply(&self, state: &mut MemoryState, now_ms: u64, wake: &mut Vec<String>) -> Self::Output;
+    /// On a Redis Cluster, the node (`host:port`) the request must go to;
+    /// `None` (the default): the node of its keys' slot.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn node(&self) -> Option<&str> {
+        None
+    }
+    /// On a Redis Cluster, for a keyless command about earlier writes
+    /// (`WAIT`): the keys written, whose slots' primaries it goes to, the
+    /// replies combined by their minimum. Empty (the default): routed as
+    /// redis-rs routes the command.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    fn written(&self) -> &[String] {
+        &[]
+    }
 }
 
 /// The argument that says which lease a script works on.
@@ -232,6 +249,18 @@ pub(crate) struct Fill<'a> {
     pub(crate) ttl_ms: Option<u64>,
 }
 
+/// The longest time to live sent to a store: Redis refuses a `PX` whose
+/// expiry time overflows its clock (`i64` milliseconds), so a longer one
+/// (`Duration::MAX`, say) means "no expiry" (about 146 million years).
+pub(crate) const MAX_TTL_MS: u64 = (i64::MAX / 2) as u64;
+
+impl Fill<'_> {
+    /// The time to live the store applies: `None` for no expiry.
+    pub(crate) fn expiry_ms(&self) -> Option<u64> {
+        self.ttl_ms.filter(|ttl| *ttl <= MAX_TTL_MS)
+    }
+}
+
 impl Op for Fill<'_> {
     type Output = bool;
     const NAME: &'static str = "fill";
@@ -245,7 +274,7 @@ impl Op for Fill<'_> {
             &[
                 self.token.as_bytes(),
                 self.envelope,
-                self.ttl_ms.unwrap_or(0).to_string().as_bytes(),
+                self.expiry_ms().unwrap_or(0).to_string().as_bytes(),
                 cx.channel().as_bytes(),
                 lease_mode(self.lease).as_bytes(),
             ],
@@ -473,6 +502,8 @@ impl Op for ReadLog {
 pub(crate) struct WaitReplicas {
     pub(crate) replicas: u32,
     pub(crate) timeout: Duration,
+    /// On a cluster, the keys written (empty: ask every primary).
+    pub(crate) written: Vec<String>,
 }
 
 impl Op for WaitReplicas {
@@ -494,12 +525,18 @@ impl Op for WaitReplicas {
         // One process, no replicas: nothing to wait for.
         self.replicas
     }
+    fn written(&self) -> &[String] {
+        &self.written
+    }
 }
 
-/// One page of value keys matching a glob.
+/// One page of value keys matching a glob (on one node of a cluster).
 pub(crate) struct ScanPage<'a> {
     pub(crate) glob: &'a str,
     pub(crate) cursor: u64,
+    /// The primary to scan (`host:port`), on a cluster.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) node: Option<&'a str>,
 }
 
 /// How many keys one page asks for.
@@ -526,6 +563,37 @@ impl Op for ScanPage<'_> {
     }
     fn apply(&self, state: &mut MemoryState, now_ms: u64, _: &mut Vec<String>) -> Self::Output {
         (0, state.scan(self.glob, now_ms))
+    }
+    fn node(&self) -> Option<&str> {
+        self.node
+    }
+}
+
+/// The primaries of a Redis Cluster (`CLUSTER SLOTS`), as `host:port`: the
+/// nodes a pattern invalidation scans.
+pub(crate) struct Primaries;
+
+impl Op for Primaries {
+    type Output = Vec<String>;
+    const NAME: &'static str = "CLUSTER SLOTS";
+    fn subject(&self) -> &str {
+        "cluster primaries"
+    }
+    fn request(&self, _: &RedisContext<'_>) -> Request {
+        let mut cmd = ::redis::cmd("CLUSTER");
+        cmd.arg("SLOTS");
+        Request::Command(cmd)
+    }
+    #[cfg(feature = "cluster")]
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        self::cluster::primaries_of_slots(value)
+    }
+    #[cfg(not(feature = "cluster"))]
+    fn reply(&self, _: Value) -> RedisResult<Self::Output> {
+        Ok(Vec::new())
+    }
+    fn apply(&self, _: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
+        Vec::new()
     }
 }
 
@@ -569,7 +637,16 @@ impl Backend {
     pub(crate) fn can_block(&self) -> bool {
         match self {
             Backend::Memory(_) => true,
-            Backend::Redis(store) => store.endpoint().is_some(),
+            Backend::Redis(store) => store.can_block(),
+        }
+    }
+
+    /// Whether the store is a Redis Cluster (pattern invalidations scan
+    /// every primary).
+    pub(crate) fn is_cluster(&self) -> bool {
+        match self {
+            Backend::Memory(_) => false,
+            Backend::Redis(store) => store.is_cluster(),
         }
     }
 
@@ -641,6 +718,9 @@ fn record<T>(
     }
     if let Err(error) = &result {
         report.stats.store_error();
+        if is_cross_slot(error) {
+            report.stats.cross_slot_error();
+        }
         if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
             tracing::warn!(error = %crate::error::Chain(error), held_back, "cacheme store operation failed");
         }
@@ -662,6 +742,13 @@ fn unreachable(error: &Error) -> bool {
         }
         _ => false,
     }
+}
+
+/// A command refused because its keys are in different hash slots (a bug
+/// of ours on a cluster: every op must touch one slot).
+fn is_cross_slot(error: &Error) -> bool {
+    matches!(error, Error::Redis { source, .. }
+        if source.kind() == ::redis::ErrorKind::Server(::redis::ServerErrorKind::CrossSlot))
 }
 
 fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Output {

@@ -96,7 +96,8 @@ return v
 const CLAIM: &str = r"
 local v = get(KEYS[1])
 if not v or loading(v) or string.sub(v, 1, string.len(ARGV[3])) ~= ARGV[3] then return {2, v} end
-if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, v} end
+-- (A lease key of another Redis type is repaired: deleted, then taken.)
+if not get(KEYS[2]) and redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {1, v} end
 if ARGV[4] == '1' then redis.call('APPEND', KEYS[2], '+') end
 return {0, v}
 ";
@@ -111,7 +112,7 @@ if ARGV[5] == 'p' then
   if not loading_by(v, ARGV[1]) then return 0 end
   woken = string.byte(v, WAITERS_AT) ~= 0
 else
-  local lease = redis.call('GET', KEYS[2])
+  local lease = get(KEYS[2])
   if not held_by(lease, ARGV[1]) then return 0 end
   redis.call('DEL', KEYS[2])
   woken = has_waiters(lease, ARGV[1])
@@ -135,7 +136,7 @@ if ARGV[3] == 'p' then
   redis.call('DEL', KEYS[1])
   woken = string.byte(v, WAITERS_AT) ~= 0
 else
-  local lease = redis.call('GET', KEYS[2])
+  local lease = get(KEYS[2])
   if not held_by(lease, ARGV[1]) then return 0 end
   redis.call('DEL', KEYS[2])
   woken = has_waiters(lease, ARGV[1])
@@ -150,7 +151,7 @@ if ARGV[3] == 'p' then
   if loading_by(get(KEYS[1]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
   return 0
 end
-if held_by(redis.call('GET', KEYS[2]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
+if held_by(get(KEYS[2]), ARGV[1]) then return redis.call('PEXPIRE', KEYS[2], ARGV[2]) end
 return 0
 ";
 
@@ -224,14 +225,21 @@ impl Scripts {
         );
         let with_helpers =
             |body: &str| -> &'static str { Box::leak(format!("{prelude}{body}").into_boxed_str()) };
+        // Invalidations must work on a full server (maxmemory reached): the
+        // scripts that mark, delete and record are allowed to run under OOM
+        // (Redis 7 script flags; the flags line must come first). The log
+        // stays capped, so they add at most a bounded amount of memory.
+        let allowed_oom = |body: &str| -> &'static str {
+            Box::leak(format!("#!lua flags=allow-oom\n{prelude}{body}").into_boxed_str())
+        };
         Scripts {
             watch: Script::new(with_helpers(WATCH)),
             claim: Script::new(with_helpers(CLAIM)),
             fill: Script::new(with_helpers(FILL)),
-            release: Script::new(with_helpers(RELEASE)),
+            release: Script::new(allowed_oom(RELEASE)),
             extend: Script::new(with_helpers(EXTEND)),
-            invalidate: Script::new(with_helpers(INVALIDATE)),
-            record: Script::new(with_helpers(RECORD)),
+            invalidate: Script::new(allowed_oom(INVALIDATE)),
+            record: Script::new(allowed_oom(RECORD)),
             sequence: Script::new(with_helpers(SEQUENCE)),
         }
     }
@@ -258,6 +266,10 @@ pub(crate) enum AsyncSource {
         pool: deadpool_redis::Pool,
         current: ArcSwapOption<redis::aio::MultiplexedConnection>,
     },
+    /// A Redis Cluster: async and blocking cluster connections (see
+    /// [`super::cluster`]); the store's `client` is then `None`.
+    #[cfg(feature = "cluster")]
+    Cluster(Box<super::cluster::ClusterSource>),
 }
 
 /// A `ConnectionManager` for one generation of the endpoint's primary.
@@ -320,6 +332,47 @@ impl RedisStore {
         self.endpoint.as_ref()
     }
 
+    /// Whether blocking ops can run (a URL, sentinels or cluster nodes
+    /// were given).
+    pub(crate) fn can_block(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return cluster.can_block();
+        }
+        self.endpoint.is_some()
+    }
+
+    /// The servers the event subscriber of a cluster may listen on, in
+    /// order of preference (tried in turn); empty for other stores, whose
+    /// subscriber follows the [`endpoint`](Self::endpoint).
+    pub(crate) fn subscriber_clients(&self) -> Vec<redis::Client> {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return cluster.subscriber_clients();
+        }
+        Vec::new()
+    }
+
+    /// Tell a cluster store which nodes the subscriber knows (the nodes it
+    /// learnt from the cluster), for new blocking connections.
+    #[cfg_attr(not(feature = "cluster"), allow(dead_code))]
+    pub(crate) fn note_nodes(&self, clients: &[redis::Client]) {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            cluster.note_nodes(clients);
+        }
+        let _ = clients;
+    }
+
+    /// Whether the store is a Redis Cluster.
+    pub(crate) fn is_cluster(&self) -> bool {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(_) = &self.async_source {
+            return true;
+        }
+        false
+    }
+
     /// What the store connects to (URL without password, or the source kind).
     pub(crate) fn describe(&self) -> &str {
         &self.described
@@ -343,6 +396,10 @@ impl RedisStore {
     pub(crate) async fn run<O: Op>(&self, op: &O, timeout: Duration) -> Result<O::Output> {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime { command: O::NAME });
+        }
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return Box::pin(self.run_cluster(cluster, op, timeout)).await;
         }
         let request = op.request(&self.context(false));
         let attempt = async {
@@ -390,6 +447,8 @@ impl RedisStore {
                 Box::pin(self.new_manager(cell, endpoint, timeout)).await
             }
             AsyncSource::Manager(manager) => Ok(AsyncConnection::Manager(manager.clone())),
+            #[cfg(feature = "cluster")]
+            AsyncSource::Cluster(_) => unreachable!("cluster ops run in run_cluster"),
             #[cfg(feature = "deadpool")]
             AsyncSource::Pool { pool, current } => {
                 if let Some(conn) = current.load_full() {
@@ -451,6 +510,10 @@ impl RedisStore {
 
     /// Run an op over a blocking connection (socket timeouts = `timeout`).
     pub(crate) fn run_blocking<O: Op>(&self, op: &O, timeout: Duration) -> Result<O::Output> {
+        #[cfg(feature = "cluster")]
+        if let AsyncSource::Cluster(cluster) = &self.async_source {
+            return self.run_cluster_blocking(cluster, op, timeout);
+        }
         let endpoint = self
             .endpoint
             .as_ref()
@@ -507,6 +570,64 @@ impl RedisStore {
         let conn =
             connect_blocking(&primary.client, timeout).inspect_err(|e| endpoint.suspect(e))?;
         Ok((primary.generation, conn))
+    }
+}
+
+// ------------------------------------------------------------ Redis Cluster --
+
+#[cfg(feature = "cluster")]
+impl RedisStore {
+    /// [`run`](Self::run) on a cluster: each command to its key's slot (or
+    /// to the node the op names), a pipeline split by slot.
+    async fn run_cluster<O: Op>(
+        &self,
+        cluster: &super::cluster::ClusterSource,
+        op: &O,
+        timeout: Duration,
+    ) -> Result<O::Output> {
+        let request = op.request(&self.context(false));
+        let attempt = async {
+            let mut reply = cluster.send_async(&request, op.node(), op.written()).await;
+            if reply.as_ref().is_err_and(is_noscript) {
+                // A node without our scripts (restarted, or a promoted
+                // replica that never ran them): send them by body.
+                let by_body = op.request(&self.context(true));
+                reply = cluster.send_async(&by_body, op.node(), op.written()).await;
+            }
+            reply
+        };
+        let value = match tokio::time::timeout(timeout, attempt).await {
+            Ok(reply) => reply.map_err(|source| redis_error::<O>(op, source))?,
+            Err(_) => return Err(timeout_error::<O>(op, timeout)),
+        };
+        op.reply(value)
+            .map_err(|source| redis_error::<O>(op, source))
+    }
+
+    /// [`run_blocking`](Self::run_blocking) on a cluster.
+    fn run_cluster_blocking<O: Op>(
+        &self,
+        cluster: &super::cluster::ClusterSource,
+        op: &O,
+        timeout: Duration,
+    ) -> Result<O::Output> {
+        if !cluster.can_block() {
+            return Err(Error::NoBlockingConnection { command: O::NAME });
+        }
+        let request = op.request(&self.context(false));
+        let (node, written) = (op.node(), op.written());
+        let mut reply = cluster.send_blocking(&request, node, written, timeout);
+        if reply.as_ref().is_err_and(is_noscript) {
+            let by_body = op.request(&self.context(true));
+            reply = cluster.send_blocking(&by_body, node, written, timeout);
+        }
+        match reply {
+            Ok(value) => op
+                .reply(value)
+                .map_err(|source| redis_error::<O>(op, source)),
+            Err(source) if source.is_timeout() => Err(timeout_error::<O>(op, timeout)),
+            Err(source) => Err(redis_error::<O>(op, source)),
+        }
     }
 }
 

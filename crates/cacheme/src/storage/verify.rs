@@ -96,6 +96,9 @@ fn requests(sequence: &SequenceKeys, sentinel: bool) -> (redis::Pipeline, Vec<&'
     let mut get = redis::cmd("GET");
     get.arg(&probe.value);
     add("GET", get);
+    let mut mget = redis::cmd("MGET");
+    mget.arg(&probe.value).arg(&probe.value);
+    add("MGET", mget);
     let mut set = redis::cmd("SET");
     set.arg(&probe.value)
         .arg("1")
