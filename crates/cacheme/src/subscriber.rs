@@ -30,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
 use crate::events::{Invalidated, Message};
-use crate::storage::ReadLog;
 use crate::storage::endpoint::Endpoint;
+use crate::storage::{ReadLog, SequenceFloor};
 
 /// How long a read blocks before the thread checks whether to stop (and
 /// whether to check the sequence).
@@ -173,6 +173,26 @@ fn listen(
     }
     #[cfg(not(feature = "cluster"))]
     let _ = candidates;
+    if let Some(followed) = &followed
+        && followed.generation > 1
+        && let Some(cache) = cache.upgrade()
+    {
+        // Sentinel promoted this primary: its sequence may be behind numbers
+        // the former one gave after the promotion (and this process may have
+        // applied them). Move it past them, so that no invalidation made here
+        // is taken for one already applied.
+        let settings = cache.settings();
+        cache
+            .backend
+            .run_blocking(&SequenceFloor, &cache.reporting(&settings))
+            .map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot move the invalidation sequence past the former primary's",
+                    e.to_string(),
+                ))
+            })?;
+    }
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;

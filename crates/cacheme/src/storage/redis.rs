@@ -200,6 +200,21 @@ return seq
 ";
 
 /// KEYS: sequence. The current number (starting the sequence if needed).
+/// KEYS: sequence. After a failover: moves the sequence up to the server's
+/// time in microseconds (where a new sequence starts), so that it never
+/// gives again a number that the former primary gave after the promotion
+/// (writes it took then are lost with it). Returns the current number.
+const FLOOR: &str = r"
+local t = redis.call('TIME')
+local floor = t[1] .. string.format('%06d', tonumber(t[2]))
+local seq = redis.call('GET', KEYS[1])
+if not seq or tonumber(seq) < tonumber(floor) then
+  redis.call('SET', KEYS[1], floor)
+  return tonumber(floor)
+end
+return tonumber(seq)
+";
+
 const SEQUENCE: &str = r"
 return tonumber(start_sequence(KEYS[1]))
 ";
@@ -214,6 +229,7 @@ pub(crate) struct Scripts {
     pub(crate) invalidate: Script,
     pub(crate) record: Script,
     pub(crate) sequence: Script,
+    pub(crate) floor: Script,
 }
 
 impl Scripts {
@@ -241,6 +257,7 @@ impl Scripts {
             invalidate: Script::new(allowed_oom(INVALIDATE)),
             record: Script::new(allowed_oom(RECORD)),
             sequence: Script::new(with_helpers(SEQUENCE)),
+            floor: Script::new(with_helpers(FLOOR)),
         }
     }
 }
