@@ -6,6 +6,21 @@
 demo:
     ./scripts/demo
 
+# The example service (axum + PostgreSQL on 127.0.0.1:5432, database `test`),
+# caching in its own memory; `REDIS_URL=redis://127.0.0.1:6379/ just service` for Redis.
+service:
+    cargo run -p service
+
+# The service under a zipf load, cache off then on (about a minute, PostgreSQL
+# needed); last line: `loadtest rps_off=.. rps_on=.. p99_ms_off=.. p99_ms_on=.. db_queries_off=.. db_queries_on=..`.
+loadtest:
+    cargo build --release -p service --bins
+    ./target/release/loadtest
+
+# Build the guide (docs/ as an mdBook) into target/book.
+book:
+    mdbook build docs
+
 # Run every check and test (fmt, clippy, tests, doc tests, rustdoc); prints `test: ok`.
 test *args:
     ./scripts/test {{args}}

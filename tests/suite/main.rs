@@ -30,5 +30,6 @@ mod protocol;
 mod public_api;
 mod settings;
 mod sources;
+mod stats;
 mod storage;
 mod writes;

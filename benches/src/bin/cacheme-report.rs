@@ -1193,6 +1193,16 @@ fn report() -> std::result::Result<PathBuf, String> {
     out.push_str(READING_THE_MISSES);
 
     let path = root().join("docs").join("benchmarks.md");
+    // Sections written by other programs after this marker (the example
+    // service's `just loadtest`) are kept as they are.
+    let kept = "<!-- Sections below are not written by cacheme-report";
+    if let Some(tail) = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|old| old.find(kept).map(|at| old[at..].to_owned()))
+    {
+        out.push('\n');
+        out.push_str(&tail);
+    }
     std::fs::write(&path, out).map_err(|e| format!("{}: {e}", path.display()))?;
     if let Some(font) = font {
         println!("report: plot text in {}", font.display());

@@ -16,7 +16,7 @@ use crate::lookup::Lookup;
 use crate::protocol::Policy;
 use crate::settings::{CacheBuilder, Settings, Source};
 use crate::stamps::Stamps;
-use crate::stats::{Stats, StatsSnapshot};
+use crate::stats::{NodeStats, Stats, StatsSnapshot};
 use crate::storage::endpoint::Endpoint;
 use crate::storage::{self, Backend, MemoryStore, RedisStore, Reporting};
 use crate::wakeups::Wakeups;
@@ -75,6 +75,8 @@ pub(crate) struct Inner {
     pub(crate) pending: crate::invalidation::Pending,
     /// `connect_sources` ran: the registered sources are started once.
     pub(crate) sources_connected: AtomicBool,
+    /// Publishes fleet stats and reports to the `metrics` facade.
+    pub(crate) reporter: crate::stats::fleet::Reporter,
 }
 
 impl std::fmt::Debug for Cache {
@@ -181,7 +183,9 @@ impl Cache {
             subscriber_stop,
             sources_connected: AtomicBool::new(false),
             pending: Default::default(),
+            reporter: Default::default(),
         });
+        inner.reporter.start_if_needed(&inner, &inner.settings());
         if let Backend::Redis(store) = &inner.backend
             && let endpoint = store.endpoint().cloned()
             && let clients = store.subscriber_clients()
@@ -234,11 +238,54 @@ impl Cache {
             .enabled
             .store(settings.enabled, Ordering::Relaxed);
         self.inner.settings.store(Arc::new(settings));
+        self.inner
+            .reporter
+            .start_if_needed(&self.inner, &self.inner.settings());
     }
 
-    /// A copy of this cache's counters.
+    /// A copy of this cache's counters, in total (see
+    /// [`node_stats`](Self::node_stats) for them per node).
     pub fn stats(&self) -> StatsSnapshot {
         self.inner.stats.snapshot()
+    }
+
+    /// The counters and histograms of every node type and cached function
+    /// called so far, in the order they were first called (ad-hoc
+    /// [`lookup`](Self::lookup)s count under `lookup`).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// let cache = cacheme::Cache::builder().build().expect("memory store");
+    /// assert!(cache.node_stats().is_empty());
+    /// let _: Option<u8> = cache.lookup("k").get().await;
+    /// let nodes = cache.node_stats();
+    /// assert_eq!((nodes[0].name.as_str(), nodes[0].stats.miss), ("lookup", 1));
+    /// # }
+    /// ```
+    pub fn node_stats(&self) -> Vec<NodeStats> {
+        self.inner.stats.nodes()
+    }
+
+    /// Publish this process's per-node counters to Redis now, for `cacheme
+    /// stats` (what [`Settings::fleet_stats`] does every `stats_interval`),
+    /// and, with the `metrics` feature, report them to the `metrics` facade
+    /// now. A memory cache publishes nothing.
+    ///
+    /// # Errors
+    ///
+    /// When Redis cannot be reached, or the cache has no URL to make the
+    /// blocking connection this uses.
+    pub fn publish_stats(&self) -> Result<()> {
+        let settings = self.inner.settings();
+        self.inner.reporter.report_metrics(&self.inner);
+        self.inner.reporter.publish(&self.inner, &settings)
+    }
+
+    /// The counters and histograms of the node type or cached function
+    /// named `name` (its spec's name), if it was called.
+    pub fn stats_of(&self, name: &str) -> Option<NodeStats> {
+        self.node_stats().into_iter().find(|node| node.name == name)
     }
 
     /// True while local tiers may serve values: always on the memory store;
@@ -312,6 +359,7 @@ impl Inner {
         Reporting {
             wakeups: &self.wakeups,
             stats: &self.stats,
+            node: None,
             warn_gate: &self.warn_gate,
             timeout: settings.op_timeout,
             limits: crate::breaker::Limits {

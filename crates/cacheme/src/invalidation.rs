@@ -93,6 +93,34 @@ pub struct Invalidation {
     tags: Vec<String>,
     /// Replicas that must acknowledge the invalidation, and how long to wait.
     durable: Option<(u32, Duration)>,
+    /// Told after each page of keys; may stop the invalidation.
+    progress: Option<ProgressHook>,
+}
+
+/// How far an invalidation got, as told to its
+/// [`on_progress`](Invalidation::on_progress) hook.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct InvalidationProgress {
+    /// Values marked stale or deleted so far.
+    pub invalidated: u64,
+    /// Keys a pattern's scan went through so far (value and lease keys).
+    pub scanned: u64,
+}
+
+/// The progress hook (a shared closure).
+#[derive(Clone)]
+struct ProgressHook(std::sync::Arc<dyn Fn(InvalidationProgress) -> bool + Send + Sync>);
+
+impl std::fmt::Debug for ProgressHook {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ProgressHook")
+    }
+}
+
+/// Tell the hook, if any; false when it asks to stop.
+fn keep_going(hook: Option<&ProgressHook>, progress: InvalidationProgress) -> bool {
+    hook.is_none_or(|hook| (hook.0)(progress))
 }
 
 /// Start an invalidation on the global cache.
@@ -115,6 +143,9 @@ macro_rules! execute {
     ($inner:ident, $plan:ident, $report:ident, $settings:ident, $run_op:ident $(, .$await:tt)?) => {{
         let backend = &$inner.backend;
         let mut count = 0;
+        let mut scanned_keys = 0;
+        let mut stopped = false;
+        let hook = $plan.progress.as_ref();
         // On a cluster, a durable invalidation waits for the replicas of
         // the primaries it wrote to (of every primary when it wrote many
         // slots), so that a primary that is down elsewhere does not fail it.
@@ -123,6 +154,10 @@ macro_rules! execute {
             let op = Invalidate { keys: batch, removal: Removal::MarkStale };
             count += backend.$run_op(&op, &$report)$(.$await)??;
             written.note(batch);
+            if !keep_going(hook, InvalidationProgress { invalidated: count, scanned: 0 }) {
+                stopped = true;
+                break;
+            }
         }
         // A cluster's keys are spread over its primaries: scan each of them
         // (the invalidation of a key found goes to its slot's node).
@@ -137,21 +172,34 @@ macro_rules! execute {
             vec![None]
         };
         for (glob, pattern) in &$plan.patterns {
+            if stopped {
+                break;
+            }
             for node in &nodes {
                 let mut cursor = 0;
                 loop {
                     let page = ScanPage { glob, cursor, node: *node };
                     let (next, found) = backend.$run_op(&page, &$report)$(.$await)??;
+                    scanned_keys += found.len() as u64;
                     let keys = scanned(&$inner, pattern, &found);
                     if !keys.is_empty() {
                         let op = Invalidate { keys: &keys, removal: Removal::Delete };
                         count += backend.$run_op(&op, &$report)$(.$await)??;
                         written.note(&keys);
                     }
+                    let progress = InvalidationProgress { invalidated: count, scanned: scanned_keys };
+                    if !keep_going(hook, progress) {
+                        // What was done is announced below all the same.
+                        stopped = true;
+                        break;
+                    }
                     if next == 0 {
                         break;
                     }
                     cursor = next;
+                }
+                if stopped {
+                    break;
                 }
             }
         }
@@ -257,6 +305,41 @@ impl Invalidation {
         self
     }
 
+    /// Call `hook` after each page of keys (up to 1,000 keys or scanned
+    /// keys) with how far the invalidation got; when it returns `false`,
+    /// the invalidation stops there, and what it did is still announced to
+    /// the other processes. Tags and invalid keys are O(1): they are not
+    /// paged. A queued retry (see [`run`](Self::run)) runs without the hook.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> Result<(), cacheme::Error> {
+    /// use std::sync::atomic::{AtomicU64, Ordering};
+    /// use std::sync::Arc;
+    /// let cache = cacheme::Cache::builder().build()?;
+    /// let pages = Arc::new(AtomicU64::new(0));
+    /// let seen = pages.clone();
+    /// cache
+    ///     .create_invalidation()
+    ///     .key("cat:1")
+    ///     .on_progress(move |_progress| {
+    ///         seen.fetch_add(1, Ordering::Relaxed);
+    ///         true
+    ///     })
+    ///     .run()
+    ///     .await?;
+    /// assert_eq!(pages.load(Ordering::Relaxed), 1);
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub fn on_progress(
+        mut self,
+        hook: impl Fn(InvalidationProgress) -> bool + Send + Sync + 'static,
+    ) -> Self {
+        self.progress = Some(ProgressHook(std::sync::Arc::new(hook)));
+        self
+    }
+
     /// How many targets it names.
     fn len(&self) -> usize {
         self.keys.len() + self.invalid_keys.len() + self.patterns.len() + self.tags.len()
@@ -293,6 +376,7 @@ impl Invalidation {
             patterns,
             invalidated,
             durable: self.durable,
+            progress: self.progress,
         };
         (cache, plan)
     }
@@ -311,12 +395,17 @@ impl Invalidation {
         let retry = self.clone();
         let (cache, plan) = self.plan();
         let inner = &cache.inner;
-        let result = async {
-            let settings = inner.settings();
-            let report = inner.reporting(&settings);
-            execute!(inner, plan, report, settings, run, .await)
-        }
+        let span = invalidation_span(inner, &plan);
+        let result = tracing::Instrument::instrument(
+            async {
+                let settings = inner.settings();
+                let report = inner.reporting(&settings);
+                execute!(inner, plan, report, settings, run, .await)
+            },
+            span.clone(),
+        )
         .await;
+        record_outcome(&span, &result);
         after_run(&cache, retry, result)
     }
 
@@ -326,12 +415,48 @@ impl Invalidation {
         let retry = self.clone();
         let (cache, plan) = self.plan();
         let inner = &cache.inner;
-        let result = (|| {
+        let span = invalidation_span(inner, &plan);
+        let result = span.in_scope(|| {
             let settings = inner.settings();
             let report = inner.reporting(&settings);
             execute!(inner, plan, report, settings, run_blocking)
-        })();
+        });
+        record_outcome(&span, &result);
         after_run(&cache, retry, result)
+    }
+}
+
+/// The span of an invalidation (debug level: `cacheme.invalidate`), with
+/// what it names (keys, groups and patterns left out with
+/// `Settings::redact_keys`), and its outcome and count once it ends.
+fn invalidation_span(inner: &Inner, plan: &Plan) -> tracing::Span {
+    let span = tracing::debug_span!(
+        "cacheme.invalidate",
+        tags = ?plan.invalidated.tags,
+        keys = tracing::field::Empty,
+        groups = tracing::field::Empty,
+        patterns = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+        count = tracing::field::Empty,
+    );
+    if !span.is_disabled() && !inner.settings().redact_keys {
+        span.record("keys", tracing::field::debug(&plan.invalidated.keys));
+        span.record("groups", tracing::field::debug(&plan.invalidated.groups));
+        let patterns: Vec<&str> = plan.patterns.iter().map(|(_, p)| p.as_str()).collect();
+        span.record("patterns", tracing::field::debug(&patterns));
+    }
+    span
+}
+
+fn record_outcome(span: &tracing::Span, result: &Result<u64>) {
+    match result {
+        Ok(count) => {
+            span.record("outcome", "ok");
+            span.record("count", count);
+        }
+        Err(_) => {
+            span.record("outcome", "error");
+        }
     }
 }
 
@@ -357,6 +482,9 @@ pub(crate) struct Pending {
     /// so that other processes do not wait for a lease nobody holds.
     orphans: Mutex<Vec<Orphan>>,
     retrier: std::sync::OnceLock<()>,
+    /// Targets taken out of the queue by a retry that has not finished:
+    /// still pending for [`Cache::pending_invalidations`].
+    retrying: std::sync::atomic::AtomicUsize,
 }
 
 /// A placeholder that a claiming read may have left: its key and token,
@@ -375,7 +503,9 @@ impl Pending {
 
     /// How many targets wait.
     pub(crate) fn len(&self) -> usize {
-        self.lock().as_ref().map_or(0, Invalidation::len)
+        let queued = self.lock();
+        queued.as_ref().map_or(0, Invalidation::len)
+            + self.retrying.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn push(&self, inner: &std::sync::Arc<Inner>, invalidation: Invalidation) {
@@ -400,8 +530,20 @@ impl Pending {
         self.start(inner);
     }
 
-    fn take(&self) -> Option<Invalidation> {
-        self.lock().take()
+    /// Take what is queued, to retry it; [`Pending::retried`] must follow.
+    fn take(&self) -> Option<(Invalidation, usize)> {
+        let mut queued = self.lock();
+        let taken = queued.take()?;
+        let len = taken.len();
+        self.retrying
+            .fetch_add(len, std::sync::atomic::Ordering::AcqRel);
+        Some((taken, len))
+    }
+
+    /// A retry of `len` targets ended (run, or put back).
+    fn retried(&self, len: usize) {
+        self.retrying
+            .fetch_sub(len, std::sync::atomic::Ordering::AcqRel);
     }
 
     fn orphans(&self) -> std::sync::MutexGuard<'_, Vec<Orphan>> {
@@ -487,7 +629,7 @@ impl Pending {
                 inner.pending.release_orphans(&inner);
             }
             if inner.backend.can_block()
-                && let Some(queued) = inner.pending.take()
+                && let Some((queued, len)) = inner.pending.take()
             {
                 let cache = Cache {
                     inner: inner.clone(),
@@ -496,6 +638,7 @@ impl Pending {
                     Ok(()) => inner.stats.invalidation_retried(),
                     Err(queued) => inner.pending.put_back(*queued),
                 }
+                inner.pending.retried(len);
             }
             drop(inner);
             std::thread::sleep(pause);
@@ -534,6 +677,7 @@ fn merge(queued: Option<Invalidation>, more: Invalidation) -> Invalidation {
     let Some(mut queued) = queued else {
         return Invalidation {
             cache: None,
+            progress: None,
             ..more
         };
     };
@@ -572,7 +716,7 @@ impl Cache {
     /// # }
     /// ```
     pub async fn flush_invalidations(&self) -> Result<()> {
-        let Some(queued) = self.inner.pending.take() else {
+        let Some((queued, len)) = self.inner.pending.take() else {
             return Ok(());
         };
         let retry = queued.clone();
@@ -582,15 +726,11 @@ impl Cache {
         }
         .run_without_queue()
         .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(error) => {
-                if error.is_unavailable() {
-                    self.inner.pending.put_back(retry);
-                }
-                Err(error)
-            }
+        if result.as_ref().is_err_and(crate::Error::is_unavailable) {
+            self.inner.pending.put_back(retry);
         }
+        self.inner.pending.retried(len);
+        result.map(drop)
     }
 }
 
@@ -613,6 +753,7 @@ struct Plan {
     /// What the other processes are told.
     invalidated: Invalidated,
     durable: Option<(u32, Duration)>,
+    progress: Option<ProgressHook>,
 }
 
 /// The cache keys of the value and lease keys a scan found, matching the

@@ -68,13 +68,13 @@ pub(crate) struct NewEntry<'e, V> {
 
 /// Counts evictions; evicted entries are dropped after the shard lock is released.
 #[derive(Clone)]
-struct CountEvictions(Arc<Stats>);
+struct CountEvictions(Arc<Stats>, &'static Spec);
 
 impl<V> quick_cache::Lifecycle<String, Held<V>> for CountEvictions {
     type RequestState = [Option<(String, Held<V>)>; 2];
 
     fn on_evict(&self, state: &mut Self::RequestState, key: String, entry: Held<V>) {
-        self.0.local_eviction();
+        self.0.of(self.1).local_eviction();
         if let Some(slot) = state.iter_mut().find(|slot| slot.is_none()) {
             *slot = Some((key, entry));
         }
@@ -213,7 +213,7 @@ impl LocalTiers {
                 None => Err(Some(tier.clone())),
             };
         }
-        Err(self.create::<V>(id, spec.tag(), local, stats))
+        Err(self.create::<V>(id, spec, local, stats))
     }
 
     /// The tier of `spec`, made on first use.
@@ -232,10 +232,11 @@ impl LocalTiers {
     fn create<V: Send + Sync + 'static>(
         &self,
         id: usize,
-        tag: &'static str,
+        spec: &'static Spec,
         local: LocalSpec,
         stats: &Arc<Stats>,
     ) -> Option<Arc<dyn Tier>> {
+        let tag = spec.tag();
         let _creating = self.create.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(tier) = self.shared.tiers.find(id) {
             return Some(tier.clone());
@@ -260,7 +261,7 @@ impl LocalTiers {
                 capacity,
                 quick_cache::UnitWeighter,
                 quick_cache::DefaultHashBuilder::default(),
-                CountEvictions(stats.clone()),
+                CountEvictions(stats.clone(), spec),
             ),
             clock: self.shared.clock.clone(),
         });

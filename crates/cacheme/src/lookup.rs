@@ -463,13 +463,15 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         };
         let inner = &self.cache.inner;
         driver::sync_async(inner).await;
+        let started = std::time::Instant::now();
         let bytes = inner
             .backend
             .run(
                 &storage::Get { keys: &read.keys },
-                &inner.reporting(&read.settings),
+                &inner.reporting(&read.settings).for_node(self.spec),
             )
             .await?;
+        inner.stats.of(self.spec).record_read(started.elapsed());
         Ok(self.after_get(read, bytes))
     }
 
@@ -487,10 +489,12 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
         };
         let inner = &self.cache.inner;
         driver::sync_blocking(inner);
+        let started = std::time::Instant::now();
         let bytes = inner.backend.run_blocking(
             &storage::Get { keys: &read.keys },
-            &inner.reporting(&read.settings),
+            &inner.reporting(&read.settings).for_node(self.spec),
         )?;
+        inner.stats.of(self.spec).record_read(started.elapsed());
         Ok(self.after_get(read, bytes))
     }
 

@@ -79,6 +79,19 @@ pub struct Settings {
     pub breaker_threshold: u32,
     /// How long the circuit breaker stays open before it probes Redis again.
     pub breaker_cooldown: Duration,
+    /// Leave cache keys out of the `tracing` spans of loads and waits
+    /// (`cacheme.load`, `cacheme.wait`) and of invalidations, for keys that
+    /// hold personal data (default: keys are recorded).
+    pub redact_keys: bool,
+    /// Publish this process's per-node counters to Redis every
+    /// [`stats_interval`](Self::stats_interval), for `cacheme stats` to sum
+    /// across the fleet (default off; see docs/operations.md). Needs a
+    /// Redis cache built with a URL.
+    pub fleet_stats: bool,
+    /// How often fleet stats are published, and (with the `metrics`
+    /// feature) how often the counters are reported to the `metrics`
+    /// facade (default 5 s; at least 100 ms).
+    pub stats_interval: Duration,
     /// Spread stored TTLs by up to ± this percentage (0 to 100; default 0),
     /// so that the keys of a warm-up do not all expire at once. Each key's
     /// spread is fixed (a hash of the key): the same key always gets the
@@ -106,6 +119,9 @@ impl Default for Settings {
             hard_timeout: None,
             breaker_threshold: 5,
             breaker_cooldown: Duration::from_millis(500),
+            redact_keys: false,
+            fleet_stats: false,
+            stats_interval: Duration::from_secs(5),
             ttl_jitter_percent: 0,
         }
     }
@@ -477,6 +493,29 @@ impl CacheBuilder {
     pub fn circuit_breaker(mut self, threshold: u32, cooldown: Duration) -> Self {
         self.settings.breaker_threshold = threshold;
         self.settings.breaker_cooldown = cooldown;
+        self
+    }
+
+    /// Publish per-node counters to Redis every `interval`, for `cacheme
+    /// stats` (see [`Settings::fleet_stats`]).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// let cache = cacheme::Cache::builder()
+    ///     .fleet_stats(Duration::from_secs(5))
+    ///     .build()
+    ///     .expect("no connection is made yet");
+    /// assert!(cache.settings().fleet_stats);
+    /// ```
+    pub fn fleet_stats(mut self, interval: Duration) -> Self {
+        self.settings.fleet_stats = true;
+        self.settings.stats_interval = interval;
+        self
+    }
+
+    /// Leave keys out of spans (see [`Settings::redact_keys`]).
+    pub fn redact_keys(mut self, redact: bool) -> Self {
+        self.settings.redact_keys = redact;
         self
     }
 

@@ -176,7 +176,7 @@ where
                 let run = Run::new(lookup, inner, keys, Some(leader), flow);
                 slot.way = Way::Run(Box::new(run), Step::Read);
             } else {
-                inner.stats.coalesced();
+                inner.stats.of(lookup.spec).coalesced();
             }
         }
     }

@@ -193,7 +193,9 @@ macro_rules! join_or_lead {
                         return $lead(&mut run, loader)$(.$await)?;
                     }
                     Join::Waiter(flight) => {
-                        inner.stats.coalesced();
+                        inner.stats.of(lookup.spec).coalesced();
+                        // Waiting for this process's leader: a trace span.
+                        let span = crate::stats::span!(TRACE, "cacheme.wait", lookup, inner.settings());
                         // With a soft timeout, a waiter whose leader holds an
                         // expired value takes it past that time (fail-safe).
                         let (mut budget, soft_timeout) = {
@@ -207,13 +209,14 @@ macro_rules! join_or_lead {
                         }
                         if let Some(soft) = soft_timeout.filter(|soft| *soft < budget) {
                             match wait_flight!(flight.$wait_flight(soft) $(, $await)?) {
-                                Some(outcome) => match waited(lookup, inner, outcome) {
+                                Some(outcome) => match noted(&span, waited(lookup, inner, outcome)) {
                                     Waited::Value(value, bytes) => return Led::value(value, bytes),
                                     Waited::Error(error) => return Led::plain(Err(error)),
                                     Waited::Retry => continue,
                                 },
                                 None => {
                                     if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                        span.record("outcome", "fail_safe");
                                         return led;
                                     }
                                     budget -= soft;
@@ -222,7 +225,7 @@ macro_rules! join_or_lead {
                         }
                         // (Boxed in the async driver: waiting is the rare path.)
                         match wait_flight!(flight.$wait_flight(budget) $(, $await)?) {
-                            Some(outcome) => match waited(lookup, inner, outcome) {
+                            Some(outcome) => match noted(&span, waited(lookup, inner, outcome)) {
                                 Waited::Value(value, bytes) => return Led::value(value, bytes),
                                 Waited::Error(error) => return Led::plain(Err(error)),
                                 // The leader had nothing this caller may take:
@@ -231,11 +234,13 @@ macro_rules! join_or_lead {
                             },
                             None => {
                                 if let Some(led) = serve_fallback(lookup, inner, &flight) {
+                                    span.record("outcome", "fail_safe");
                                     return led;
                                 }
                                 // The leader's load outlasts the herd budget:
                                 // load alone, without storing.
-                                inner.stats.wait_exhausted();
+                                span.record("outcome", "exhausted");
+                                inner.stats.of(lookup.spec).wait_exhausted();
                                 let $load_fn = loader.take().expect("the loader is still ours");
                                 return Led::plain($load.map_err(LoadError::Own));
                             }
@@ -286,8 +291,9 @@ fn serve_fallback<V: CacheValue, E, F>(
 ) -> Option<Led<V, E, F>> {
     let bytes = flight.fallback()?;
     let value = Envelope::parse(&bytes).ok()?.decode::<V>().ok()?;
-    inner.stats.hit();
-    inner.stats.fail_safe_served();
+    let stats = inner.stats.of(lookup.spec);
+    stats.hit();
+    stats.fail_safe_served();
     if let Some(hit) = lookup.hit {
         hit(&lookup.key, &value);
     }
@@ -411,6 +417,17 @@ pub(crate) async fn refresh_async<V, F, Fut, E>(
     steps::steps_async(&mut run, start, &mut Some(loader)).await;
 }
 
+/// Record in the wait's span how it ended.
+fn noted<V, E>(span: &tracing::Span, waited: Waited<V, E>) -> Waited<V, E> {
+    let outcome = match &waited {
+        Waited::Value(..) => "value",
+        Waited::Error(_) => "error",
+        Waited::Retry => "retry",
+    };
+    span.record("outcome", outcome);
+    waited
+}
+
 /// What a caller that waited for another caller's flight ends up with.
 enum Waited<V, E> {
     /// The value, and its bytes when it is current.
@@ -431,7 +448,7 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
         Outcome::Value(bytes) => {
             // (An expired value is what the leader served by the fail-safe:
             // taken too.)
-            let stale = match judge_bytes(inner, &lookup.key, Some(&bytes), now_ms()) {
+            let stale = match judge_bytes(inner, lookup, Some(&bytes), now_ms()) {
                 Found::Value { stale, .. } => stale,
                 _ => return Waited::Retry,
             };
@@ -440,9 +457,10 @@ fn waited<V: CacheValue, E: Send + Sync + 'static>(
             }
             match Envelope::parse(&bytes).and_then(|e| e.decode::<V>()) {
                 Ok(value) => {
-                    inner.stats.hit();
+                    let stats = inner.stats.of(lookup.spec);
+                    stats.hit();
                     if stale {
-                        inner.stats.stale_hit();
+                        stats.stale_hit();
                     }
                     if let Some(hit) = lookup.hit {
                         hit(&lookup.key, &value);
@@ -484,7 +502,7 @@ impl<V: CacheValue> LocalUse<V> {
             .get::<V>(lookup.spec, &inner.stats, &inner.stamps, &lookup.key)
         {
             Ok(value) => {
-                inner.stats.local_hit();
+                inner.stats.of(lookup.spec).local_hit();
                 if let Some(hit) = lookup.hit {
                     hit(&lookup.key, &value);
                 }
@@ -492,7 +510,7 @@ impl<V: CacheValue> LocalUse<V> {
             }
             Err(None) => Err(None),
             Err(Some(tier)) => {
-                inner.stats.local_miss();
+                inner.stats.of(lookup.spec).local_miss();
                 // Read the sequence before the store: an event after this
                 // point keeps the value read from the store out of the tier.
                 let seq = inner.local.seq();
@@ -559,10 +577,10 @@ pub(crate) fn servable<V: CacheValue>(
     bytes: Option<&[u8]>,
 ) -> Option<(V, bool)> {
     let inner = &lookup.cache.inner;
-    let stats = &inner.stats;
+    let stats = inner.stats.of(lookup.spec);
     // An expired value is a miss for `get`: it is kept only to be served
     // when a reload fails.
-    let stale = match judge_bytes(inner, &lookup.key, bytes, now_ms()) {
+    let stale = match judge_bytes(inner, lookup, bytes, now_ms()) {
         Found::Value {
             stale,
             expired: false,

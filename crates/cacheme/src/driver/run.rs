@@ -4,6 +4,7 @@
 
 use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::lease::{HeldLease, new_token};
 use crate::Result;
@@ -17,6 +18,7 @@ use crate::node::InvalidKeys;
 use crate::protocol::{Claim, Found, Lease, ReadFlow, Serve, Step};
 use crate::settings::Settings;
 use crate::stamps::Verdict;
+use crate::stats::Counted;
 use crate::storage::{
     ClaimRefresh, Fill, Get, Invalidate, ReadClaim, Release, Removal, Watch, now_ms,
 };
@@ -101,6 +103,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self
     }
 
+    /// Where this call counts: the totals and its node (looked up when
+    /// needed: keeping it would grow the protocol's future).
+    pub(super) fn stats(&self) -> Counted<'r> {
+        self.inner.stats.of(self.lookup.spec)
+    }
+
     fn token(&self) -> &str {
         self.token.get_or_init(new_token)
     }
@@ -111,7 +119,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     /// What the key held, judged for this caller.
     fn found(&self) -> Found {
-        judge_bytes(self.inner, &self.lookup.key, self.read.as_deref(), now_ms())
+        judge_bytes(self.inner, self.lookup, self.read.as_deref(), now_ms())
     }
 
     pub(super) fn read_op(&self) -> ReadClaim<'_> {
@@ -146,6 +154,14 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
 
     pub(super) fn get_op(&self) -> Get<'_> {
         Get { keys: &self.keys }
+    }
+
+    /// The read's reply, and how long the store took to give it.
+    /// A read of the store answered after `took`: into the node's histogram.
+    pub(super) fn record_read<T>(&self, reply: &Result<T>, took: Duration) {
+        if reply.is_ok() {
+            self.stats().record_read(took);
+        }
     }
 
     pub(super) fn after_read(&mut self, reply: Result<Option<Vec<u8>>>) -> Step {
@@ -253,14 +269,22 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self.held = Some(Box::new(held));
     }
 
+    /// This caller waits for another's load: its span (trace level:
+    /// `cacheme.wait`, ended with whether it was woken).
     pub(super) fn begin_wait(&mut self) {
-        self.inner.stats.wait();
+        self.stats().wait();
         self.waited = true;
+    }
+
+    /// The span of a wait for another process's load (trace level:
+    /// `cacheme.wait`; its outcome is `woken` or `interval`).
+    pub(super) fn wait_span(&self) -> tracing::Span {
+        crate::stats::span!(TRACE, "cacheme.wait", self.lookup, &self.settings)
     }
 
     pub(super) fn after_wait(&mut self, woken: bool) -> Step {
         if woken {
-            self.inner.stats.woken();
+            self.stats().woken();
         }
         self.flow.on_wait_done()
     }
@@ -273,7 +297,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             // after their soft timeout, while this load runs.
             leader.offer_fallback(read);
         }
-        let stats = &self.inner.stats;
+        let stats = self.stats();
         stats.miss();
         stats.load();
         if self.flow.lease().is_none() && self.waited {
@@ -282,6 +306,22 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         if let Some(miss) = self.lookup.miss {
             miss(&self.lookup.key);
         }
+    }
+
+    /// The loader is about to run: its span (debug level: `cacheme.load`,
+    /// with the node, the key unless `Settings::redact_keys`, and the
+    /// outcome once it ends), and when it started.
+    pub(super) fn start_load(&self) -> Loading {
+        Loading {
+            span: crate::stats::span!(DEBUG, "cacheme.load", self.lookup, &self.settings),
+            started: Instant::now(),
+        }
+    }
+
+    /// The loader ended (or was given up): record how long it ran.
+    pub(super) fn end_load(&self, loading: &Loading, outcome: &'static str) {
+        self.stats().record_load(loading.started.elapsed());
+        loading.span.record("outcome", outcome);
     }
 
     /// How long this call waits for its own loader, if a hard timeout
@@ -297,7 +337,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     /// The loader outlasted the hard timeout (its future was dropped).
     pub(super) fn after_timeout(&mut self, after: std::time::Duration) -> Step {
         let _ = after;
-        self.inner.stats.load_timeout();
+        self.stats().load_timeout();
         self.timed_out = true;
         self.flow.on_loaded(false, false)
     }
@@ -310,7 +350,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 self.flow.on_loaded(true, storable)
             }
             Err(error) => {
-                self.inner.stats.load_error();
+                self.stats().load_error();
                 self.error = Some(Box::new(error));
                 self.flow.on_loaded(false, false)
             }
@@ -333,7 +373,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         let payload = match codec.encode(value) {
             Ok(payload) => payload,
             Err(error) => {
-                self.inner.stats.not_stored();
+                self.stats().not_stored();
                 tracing::warn!(key = %self.lookup.key, error = %Chain(&error), "cacheme: value does not serialize; returned but not stored");
                 return false;
             }
@@ -350,13 +390,13 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             dependencies: &dependencies,
         };
         let Some(sealed) = envelope::seal(&header, &payload) else {
-            self.inner.stats.not_stored();
+            self.stats().not_stored();
             tracing::warn!(key = %self.lookup.key, "cacheme: a dependency name is longer than 65,535 bytes; returned but not stored");
             return false;
         };
         let max = self.settings.max_value_size;
         if sealed.len() > max {
-            self.inner.stats.not_stored();
+            self.stats().not_stored();
             self.inner
                 .warn_oversize(&self.lookup.key, sealed.len(), max);
             return false;
@@ -370,7 +410,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         self.sealed = Some(sealed);
         if !current {
             // Invalidated while it loaded: not stored, not shared.
-            self.inner.stats.fill_revoked();
+            self.stats().fill_revoked();
         }
         current
     }
@@ -430,12 +470,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         }
         match reply {
             Ok(true) => {
-                self.inner.stats.fill();
+                self.stats().fill();
                 self.flow.on_filled(true)
             }
             Ok(false) => {
                 // The lease was revoked by an invalidation while we loaded.
-                self.inner.stats.fill_revoked();
+                self.stats().fill_revoked();
                 self.flow.on_filled(false)
             }
             Err(_) => self.flow.on_store_error(),
@@ -467,7 +507,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
         };
         match decoded {
             Ok(value) => {
-                let stats = &self.inner.stats;
+                let stats = self.stats();
                 stats.hit();
                 if serve.stale {
                     stats.stale_hit();
@@ -484,7 +524,7 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 Ok(value)
             }
             Err(reason) => {
-                self.inner.stats.unreadable();
+                self.stats().unreadable();
                 tracing::warn!(key = %self.lookup.key, reason = %Chain(&reason), "cacheme: stored value does not decode; reloading it");
                 Err(self.flow.on_undecodable())
             }
@@ -549,6 +589,12 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
     }
 }
 
+/// A load in progress: its span, and when it started.
+pub(crate) struct Loading {
+    pub(super) span: tracing::Span,
+    started: Instant,
+}
+
 /// A duration in whole milliseconds, saturating.
 fn millis(duration: std::time::Duration) -> u64 {
     u64::try_from(duration.as_millis()).unwrap_or(u64::MAX)
@@ -564,12 +610,17 @@ pub(crate) fn dependencies<'d>(tag: &'d str, groups: &'d InvalidKeys) -> Vec<Dep
 
 /// What stored bytes are to a reader of this cache: judged by their state
 /// byte and by the invalidation sequence. Reports what is not ours.
-pub(crate) fn judge_bytes(inner: &Inner, key: &str, read: Option<&[u8]>, now_ms: u64) -> Found {
+pub(crate) fn judge_bytes<V>(
+    inner: &Inner,
+    lookup: &Lookup<'_, V>,
+    read: Option<&[u8]>,
+    now_ms: u64,
+) -> Found {
     match crate::protocol::judge(&inner.stamps, read, now_ms) {
         Ok(found) => found,
         Err(reason) => {
-            inner.stats.unreadable();
-            tracing::warn!(key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
+            inner.stats.of(lookup.spec).unreadable();
+            tracing::warn!(key = %lookup.key, reason = %Chain(&reason), "cacheme: unreadable value under our key; treating it as a miss");
             Found::Unusable
         }
     }

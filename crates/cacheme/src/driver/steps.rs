@@ -8,6 +8,17 @@ use super::run::Run;
 use crate::lookup::CacheValue;
 use crate::protocol::Step;
 
+/// Await a rare step's future boxed (async), or just call it (blocking):
+/// kept out of the loop's future, which every remote hit allocates.
+macro_rules! rare {
+    ($future:expr, $await:tt) => {
+        Box::pin($future).$await
+    };
+    ($call:expr) => {
+        $call
+    };
+}
+
 /// Defines a loop that performs steps until the flow reaches one that ends
 /// it (a `Serve*`, `ServeError` or `Done`), which it returns. `$run_op` is
 /// the backend's method for one op, `$wait` the ticket's, `$load` how the
@@ -16,7 +27,7 @@ macro_rules! steps {
     (
         $(#[$meta:meta])*
         fn $name:ident<$($generic:ident),*>($loader:ident: $loader_ty:ty) where { $($bound:tt)+ };
-        run_op = $run_op:ident, wait = $wait:ident, load = |$run_id:ident, $load_fn:ident| $load:expr;
+        run_op = $run_op:ident, wait = $wait:ident, load = |$run_id:ident, $load_fn:ident, $span:ident| $load:expr;
         $($async:ident)? $(.$await:tt)?
     ) => {
         $(#[$meta])*
@@ -33,7 +44,7 @@ macro_rules! steps {
             let inner = run.inner;
             let backend = &inner.backend;
             let settings = run.settings.clone();
-            let report = inner.reporting(&settings);
+            let report = inner.reporting(&settings).for_node(run.lookup.spec);
             let mut ticket = None;
             loop {
                 step = match step {
@@ -41,11 +52,13 @@ macro_rules! steps {
                         if let Some(repair) = run.repair_op() {
                             let _ = backend.$run_op(&repair, &report)$(.$await)?;
                         }
+                        let started = std::time::Instant::now();
                         let reply = if run.reads_only() {
                             backend.$run_op(&run.get_op(), &report)$(.$await)?
                         } else {
                             backend.$run_op(&run.read_op(), &report)$(.$await)?
                         };
+                        run.record_read(&reply, started.elapsed());
                         run.after_read(reply)
                     }
                     Step::Watch => {
@@ -63,14 +76,18 @@ macro_rules! steps {
                     }
                     Step::Wait(interval) => {
                         run.begin_wait();
+                        let span = run.wait_span();
                         let woken = match ticket.take() {
-                            Some(ticket) => ticket.$wait(interval)$(.$await)?,
+                            // (Boxed in the async loop: waiting is the rare path.)
+                            Some(ticket) => rare!(ticket.$wait(interval) $(, $await)?),
                             None => false,
                         };
+                        span.record("outcome", if woken { "woken" } else { "interval" });
                         run.after_wait(woken)
                     }
                     Step::Load => {
                         run.begin_load();
+                        let $span = run.start_load();
                         let $load_fn = $loader.take().expect("a flow loads at most once");
                         let $run_id = &mut *run;
                         $load
@@ -111,13 +128,25 @@ steps! {
     // Boxed: the loader's future (any size) would otherwise be inline in the
     // protocol's future, which every remote hit allocates. Bounded by the
     // hard timeout when one applies (the future is then dropped).
-    load = |run, load| match run.hard_timeout() {
-        Some(hard) => match Box::pin(tokio::time::timeout(hard, load())).await {
-            Ok(result) => run.after_load(result),
-            Err(_) => run.after_timeout(hard),
-        },
+    // (The loader runs inside its span.)
+    load = |run, load, loading| match run.hard_timeout() {
+        Some(hard) => {
+            let future = tracing::Instrument::instrument(load(), loading.span.clone());
+            match Box::pin(tokio::time::timeout(hard, future)).await {
+                Ok(result) => {
+                    run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
+                    run.after_load(result)
+                }
+                Err(_) => {
+                    run.end_load(&loading, "timeout");
+                    run.after_timeout(hard)
+                }
+            }
+        }
         None => {
-            let result = Box::pin(load()).await;
+            let future = tracing::Instrument::instrument(load(), loading.span.clone());
+            let result = Box::pin(future).await;
+            run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
             run.after_load(result)
         }
     };
@@ -128,8 +157,9 @@ steps! {
     /// The blocking loop: the same, without `.await`.
     fn steps_blocking<F>(loader: F) where { F: FnOnce() -> Result<V, E> };
     // (A blocking loader cannot be interrupted: no hard timeout here.)
-    run_op = run_blocking, wait = wait_blocking, load = |run, load| {
-        let result = load();
+    run_op = run_blocking, wait = wait_blocking, load = |run, load, loading| {
+        let result = loading.span.in_scope(load);
+        run.end_load(&loading, if result.is_ok() { "ok" } else { "error" });
         run.after_load(result)
     };
 }

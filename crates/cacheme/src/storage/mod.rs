@@ -29,7 +29,7 @@ use crate::breaker::{Admission, Limits, Outcome, WarnGate};
 use crate::events::SequenceKeys;
 use crate::key::StoreKeys;
 use crate::protocol::{Claim, Lease};
-use crate::stats::Stats;
+use crate::stats::{Counted, Stats};
 use crate::wakeups::Wakeups;
 use crate::{Error, Result};
 
@@ -650,11 +650,30 @@ impl std::fmt::Debug for Backend {
 pub(crate) struct Reporting<'a> {
     pub(crate) wakeups: &'a Wakeups,
     pub(crate) stats: &'a Stats,
+    /// The node of the call that sent the op, whose counts it goes to
+    /// besides the totals (see [`Reporting::for_node`]).
+    pub(crate) node: Option<&'static crate::Spec>,
     pub(crate) warn_gate: &'a WarnGate,
     /// The per-operation timeout.
     pub(crate) timeout: Duration,
     /// When the circuit breaker opens, and for how long.
     pub(crate) limits: Limits,
+}
+
+impl<'a> Reporting<'a> {
+    /// Count the ops in the node of `spec` too.
+    pub(crate) fn for_node(mut self, spec: &'static crate::Spec) -> Self {
+        self.node = Some(spec);
+        self
+    }
+
+    /// Where the op counts.
+    fn counted(&self) -> Counted<'a> {
+        match self.node {
+            Some(spec) => self.stats.of(spec),
+            None => self.stats.totals(),
+        }
+    }
 }
 
 impl Backend {
@@ -708,14 +727,14 @@ impl Backend {
 fn admit<O: Op>(store: &RedisStore, report: &Reporting<'_>) -> Result<Admission> {
     match store.breaker.admit(Instant::now()) {
         Admission::Refuse { retry_in } => {
-            report.stats.short_circuited();
+            report.counted().short_circuited();
             Err(Error::Unavailable {
                 command: O::NAME,
                 retry_in,
             })
         }
         admission => {
-            report.stats.store_request();
+            report.counted().store_request();
             Ok(admission)
         }
     }
@@ -742,9 +761,9 @@ fn record<T>(
         );
     }
     if let Err(error) = &result {
-        report.stats.store_error();
+        report.counted().store_error();
         if is_cross_slot(error) {
-            report.stats.cross_slot_error();
+            report.counted().cross_slot_error();
         }
         if let Some(held_back) = report.warn_gate.pass(Duration::from_secs(1), now) {
             tracing::warn!(error = %crate::error::Chain(error), held_back, "cacheme store operation failed");
@@ -777,7 +796,7 @@ fn is_cross_slot(error: &Error) -> bool {
 }
 
 fn apply<O: Op>(store: &MemoryStore, op: &O, report: &Reporting<'_>) -> O::Output {
-    report.stats.store_request();
+    report.counted().store_request();
     let mut wake = Vec::new();
     let output = store.with(|state| op.apply(state, now_ms(), &mut wake));
     for key in &wake {

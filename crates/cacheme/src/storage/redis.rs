@@ -359,6 +359,15 @@ impl RedisStore {
         self.endpoint.is_some()
     }
 
+    /// A client for the endpoint's current primary (one server, or the one
+    /// the sentinels name now), if the cache was given a URL or sentinels
+    /// and the primary is known (`None` on a cluster: its connections go by
+    /// slot).
+    pub(crate) fn client(&self) -> Option<redis::Client> {
+        let primary = self.endpoint.as_ref()?.primary(Duration::ZERO).ok()?;
+        Some(primary.client.clone())
+    }
+
     /// The servers the event subscriber of a cluster may listen on, in
     /// order of preference (tried in turn); empty for other stores, whose
     /// subscriber follows the [`endpoint`](Self::endpoint).
