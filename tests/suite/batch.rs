@@ -168,7 +168,7 @@ on_every_store! {
         let objects = fx.cache.objects::<BatchCatNode>();
         let loader = Loader::new();
         // Keys of this test's own: the hook log is shared by the binary.
-        let base = match fx.store_name() { "redis" => 1_000, "cluster" => 3_000, _ => 2_000 };
+        let base = match fx.store_name() { "redis" => 1_000, "cluster" => 3_000, "redis_tls_acl" => 4_000, _ => 2_000 };
         objects.get_or_load_many([base], |ids| loader.load(ids)).await.expect("loads");
         let before = fx.cache.stats();
         objects

@@ -36,10 +36,7 @@ use crate::fixtures::*;
 // ------------------------------------------------------------- helpers --
 
 fn redis_cache(server: &RedisServer) -> Cache {
-    Cache::builder()
-        .redis_url(server.url())
-        .build()
-        .expect("a valid redis url")
+    builder_for(server).build().expect("a valid redis url")
 }
 
 /// Another process on the fixture's store: a second cache on its Redis, or
@@ -368,7 +365,7 @@ on_both_stores! {
                 .await
                 .expect("load");
             cache.create_invalidation().invalid_key("articles").run().await.expect("invalidation");
-            let mut admin = server.connection();
+            let mut admin = admin_connection(server);
             redis::cmd("CLIENT").arg("PAUSE").arg(5000).arg("WRITE").exec(&mut admin).expect("CLIENT PAUSE");
             let requests = cache.stats().store_request;
             let gate = Gate::default();
@@ -1883,11 +1880,11 @@ on_both_stores! {
     /// With the JSON codec, non-finite floats are returned, not stored (JSON
     /// has no NaN: storing `null` would never read back); finite ones round-trip.
     async fn item_18_json_refuses_what_it_cannot_round_trip(fx) {
-        let builder = Cache::builder().codec(Codec::Json);
         let cache = match &fx.server {
-            Some(server) => builder.redis_url(server.url()),
-            None => builder,
+            Some(server) => builder_for(server),
+            None => Cache::builder(),
         }
+        .codec(Codec::Json)
         .build()
         .expect("cache");
         for (key, value) in [("nan", f64::NAN), ("inf", f64::INFINITY), ("finite", 2.5)] {

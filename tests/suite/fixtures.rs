@@ -22,8 +22,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use cacheme::{Cache, InvalidNode, Node};
-use cacheme_test_support::{RedisCluster, RedisServer};
+use cacheme::{Cache, CacheBuilder, InvalidNode, Node};
+use cacheme_test_support::{RedisCluster, RedisServer, TlsClientAuth};
 use serde::{Deserialize, Serialize};
 
 // ---------------------------------------------------------------- caches --
@@ -58,6 +58,26 @@ impl Fixture {
         }
     }
 
+    /// Redis as managed services run it: TLS only, client certificates
+    /// required, and the cache logs in as an ACL user with the minimal rule
+    /// of docs/deployments.md (see [`secured_server`]).
+    ///
+    /// Its operation timeout is 1 s rather than 250 ms: a TLS handshake of
+    /// this unoptimized test build, on a machine busy with the other tests,
+    /// can take longer than 250 ms (tests of timeouts set their own).
+    pub fn redis_tls_acl() -> Self {
+        let server = secured_server();
+        let cache = builder_for(&server)
+            .op_timeout(Duration::from_secs(1))
+            .build()
+            .expect("a valid redis url");
+        Fixture {
+            cache,
+            server: Some(server),
+            on_cluster: false,
+        }
+    }
+
     /// A cache on the binary's Redis Cluster, under a key prefix of its own.
     pub fn cluster() -> Self {
         Fixture {
@@ -79,26 +99,26 @@ impl Fixture {
                 .expect("valid cluster urls");
         }
         match &self.server {
-            Some(server) => Cache::builder()
-                .redis_url(server.url())
-                .build()
-                .expect("a valid redis url"),
+            Some(server) => builder_for(server).build().expect("a valid redis url"),
             None => self.cache.clone(),
         }
     }
 
-    /// "memory", "redis" or "cluster": for names that must differ per store.
+    /// "memory", "redis", "redis_tls_acl" or "cluster": for names that must
+    /// differ per store.
     pub fn store_name(&self) -> &'static str {
         match (&self.server, self.on_cluster) {
             (_, true) => "cluster",
+            (Some(server), false) if server.tls().is_some() => "redis_tls_acl",
             (Some(_), false) => "redis",
             (None, false) => "memory",
         }
     }
 
-    /// A plain connection to the test's server, for assertions on raw keys.
+    /// A plain connection to the test's server, for assertions on raw keys
+    /// (as an administrator, over TLS on a secured server).
     pub fn redis_connection(&self) -> Option<redis::Connection> {
-        self.server.as_ref().map(RedisServer::connection)
+        self.server.as_ref().map(admin_connection)
     }
 
     pub fn is_redis(&self) -> bool {
@@ -106,7 +126,9 @@ impl Fixture {
     }
 }
 
-/// Define one test per store: `mod name { memory(), redis() }`.
+/// Define one test per store: `mod name { memory(), redis(), redis_tls_acl() }`
+/// (the last on a TLS server with client certificates, as an ACL user with
+/// the minimal rule of docs/deployments.md).
 macro_rules! on_both_stores {
     ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
         $(#[$meta])*
@@ -125,12 +147,18 @@ macro_rules! on_both_stores {
                 let $fx = $crate::fixtures::Fixture::redis();
                 $body
             }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_tls_acl() {
+                let $fx = $crate::fixtures::Fixture::redis_tls_acl();
+                $body
+            }
         }
     )*};
 }
 
 /// Define one test per store, the Redis Cluster included: `mod name {
-/// memory(), redis(), cluster() }`. The cluster's variant also checks that
+/// memory(), redis(), redis_tls_acl(), cluster() }`. The cluster's variant also checks that
 /// no operation was refused as cross-slot.
 macro_rules! on_every_store {
     ($( $(#[$meta:meta])* async fn $name:ident($fx:ident) $body:block )*) => {$(
@@ -148,6 +176,12 @@ macro_rules! on_every_store {
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn redis() {
                 let $fx = $crate::fixtures::Fixture::redis();
+                $body
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn redis_tls_acl() {
+                let $fx = $crate::fixtures::Fixture::redis_tls_acl();
                 $body
             }
 
@@ -185,6 +219,59 @@ pub fn cluster_cache() -> Cache {
 pub fn assert_one_slot_per_op(cache: &Cache) {
     let stats = cache.stats();
     assert_eq!(stats.cross_slot_error, 0, "CROSSSLOT errors: {stats:?}");
+}
+
+/// The ACL rules of the minimal rule in docs/deployments.md (what follows
+/// `user cacheme on >PASSWORD`).
+pub fn documented_acl_rule() -> String {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/docs/deployments.md");
+    let docs = std::fs::read_to_string(path).expect("docs/deployments.md");
+    docs.lines()
+        .find_map(|line| line.strip_prefix("user cacheme on >PASSWORD "))
+        .expect("docs/deployments.md gives the rule as `user cacheme on >PASSWORD ...`")
+        .trim()
+        .to_owned()
+}
+
+/// A TLS-only server that requires client certificates; the `default` user
+/// has a password (for the tests' own assertions), and the `cacheme` user
+/// has the minimal ACL rule of docs/deployments.md.
+pub fn secured_server() -> RedisServer {
+    RedisServer::builder()
+        .tls(TlsClientAuth::Required)
+        .requirepass("fixture-admin-pw")
+        .acl_user("cacheme", "fixture-pw", documented_acl_rule())
+        .start()
+}
+
+/// A cache builder for `server`: its URL, or on a [`secured_server`] its
+/// `cacheme` user, CA and client certificate.
+pub fn builder_for(server: &RedisServer) -> CacheBuilder {
+    match server.tls() {
+        None => Cache::builder().redis_url(server.url()),
+        Some(tls) => Cache::builder()
+            .redis_url(server.user_url("cacheme"))
+            .tls_ca(tls.ca_cert_pem())
+            .tls_client_cert(tls.client_cert_pem(), tls.client_key_pem()),
+    }
+}
+
+/// A connection to `server` that may run every command (over TLS as the
+/// `default` user on a [`secured_server`]).
+pub fn admin_connection(server: &RedisServer) -> redis::Connection {
+    let Some(tls) = server.tls() else {
+        return server.connection();
+    };
+    let certificates = redis::TlsCertificates {
+        client_tls: Some(redis::ClientTlsConfig {
+            client_cert: tls.client_cert_pem().to_vec(),
+            client_key: tls.client_key_pem().to_vec(),
+        }),
+        root_cert: Some(tls.ca_cert_pem().to_vec()),
+    };
+    redis::Client::build_with_tls(server.user_url("default"), certificates)
+        .and_then(|client| client.get_connection())
+        .expect("a TLS connection to the test's server")
 }
 
 /// The test binary's redis-server (killed by its watchdog when the binary exits).

@@ -20,6 +20,7 @@ mod cluster;
 mod correctness;
 mod decorator;
 mod decorator_blocking;
+mod deployments;
 mod fail_safe;
 mod faults;
 mod invalidation;

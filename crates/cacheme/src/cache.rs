@@ -2,7 +2,7 @@
 //! (flights, wake-ups, the fill subscriber, the lease keeper).
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::{ArcSwap, ArcSwapOption};
 
@@ -17,6 +17,7 @@ use crate::protocol::Policy;
 use crate::settings::{CacheBuilder, Settings, Source};
 use crate::stamps::Stamps;
 use crate::stats::{NodeStats, Stats, StatsSnapshot};
+use crate::storage::endpoint::Endpoint;
 use crate::storage::{self, Backend, MemoryStore, RedisStore, Reporting};
 use crate::wakeups::Wakeups;
 use crate::{Error, Result};
@@ -104,25 +105,20 @@ impl Cache {
         let wakeups = Arc::new(Wakeups::default());
         let subscriber_stop = Arc::new(AtomicBool::new(false));
         let sequence = SequenceKeys::new(&builder.prefix);
+        let endpoint = match &builder.source {
+            Source::Redis { .. } => Endpoint::open(&builder.connect)?,
+            // A cluster's nodes are its own source (storage::cluster).
+            _ => None,
+        };
         let backend = match builder.source {
             Source::Memory => Backend::Memory(MemoryStore::default()),
             Source::Redis {
-                url,
                 manager,
                 #[cfg(feature = "deadpool")]
                 pool,
             } => {
-                let client = match &url {
-                    Some(url) => Some(redis::Client::open(url.as_str()).map_err(|source| {
-                        Error::Connect {
-                            url: crate::settings::redact(url),
-                            source,
-                        }
-                    })?),
-                    None => None,
-                };
-                let described = match &url {
-                    Some(url) => crate::settings::redact(url),
+                let described = match &endpoint {
+                    Some(endpoint) => endpoint.describe().to_owned(),
                     None => "application connection".to_owned(),
                 };
                 #[cfg(feature = "deadpool")]
@@ -135,10 +131,10 @@ impl Cache {
                 let async_source = match (manager, pool_source) {
                     (Some(manager), _) => storage::redis::AsyncSource::Manager(manager),
                     (None, Some(pool)) => pool,
-                    (None, None) => storage::redis::AsyncSource::Url(OnceLock::new()),
+                    (None, None) => storage::redis::AsyncSource::Endpoint(ArcSwapOption::empty()),
                 };
                 Backend::Redis(RedisStore::new(
-                    client,
+                    endpoint.clone(),
                     async_source,
                     described,
                     sequence.clone(),
@@ -191,10 +187,12 @@ impl Cache {
         });
         inner.reporter.start_if_needed(&inner, &inner.settings());
         if let Backend::Redis(store) = &inner.backend
+            && let endpoint = store.endpoint().cloned()
             && let clients = store.subscriber_clients()
-            && !clients.is_empty()
+            && (endpoint.is_some() || !clients.is_empty())
         {
             crate::subscriber::spawn(
+                endpoint,
                 clients,
                 sequence.channel,
                 Arc::downgrade(&inner),
@@ -297,6 +295,50 @@ impl Cache {
         self.inner.local.is_connected()
     }
 
+    /// Check, in one round trip over a new connection, that Redis is
+    /// reachable, accepts the credentials, runs scripts, and lets the ACL
+    /// user run every command cacheme sends on its keys (`{prefix}*`) and
+    /// its event channel; see [`CacheBuilder::verify`]. Blocks (with
+    /// Sentinel, until the sentinels name a primary, up to
+    /// `max(op_timeout, 2 s)`); from async code, use [`verify`](Self::verify).
+    ///
+    /// The memory store always passes. A cache that only has the
+    /// application's connection (no URL) cannot be checked:
+    /// [`Error::NoBlockingConnection`].
+    pub fn verify_blocking(&self) -> Result<()> {
+        let store = match &self.inner.backend {
+            Backend::Memory(_) => return Ok(()),
+            Backend::Redis(store) => store,
+        };
+        let endpoint = store
+            .endpoint()
+            .ok_or(Error::NoBlockingConnection { command: "verify" })?;
+        let timeout = self.settings().op_timeout.max(VERIFY_MIN_TIMEOUT);
+        storage::verify::verify_blocking(endpoint, store.sequence(), timeout)
+    }
+
+    /// [`verify_blocking`](Self::verify_blocking) from async code (on
+    /// tokio's blocking thread pool).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() -> cacheme::Result<()> {
+    /// let cache = cacheme::Cache::builder().build()?;
+    /// cache.verify().await?; // the memory store always passes
+    /// # Ok(())
+    /// # }
+    /// ```
+    pub async fn verify(&self) -> Result<()> {
+        if matches!(self.inner.backend, Backend::Memory(_)) {
+            return Ok(());
+        }
+        let cache = self.clone();
+        match tokio::task::spawn_blocking(move || cache.verify_blocking()).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::NoRuntime { command: "verify" }),
+        }
+    }
+
     /// True if values are kept in Redis (as opposed to this process's memory).
     pub fn is_redis(&self) -> bool {
         matches!(self.inner.backend, Backend::Redis(_))
@@ -381,6 +423,9 @@ fn publisher_id() -> u64 {
     hasher.write_u32(std::process::id());
     hasher.finish()
 }
+
+/// The least time `verify` gives Redis (and the sentinels) to answer.
+const VERIFY_MIN_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 static GLOBAL: ArcSwapOption<Inner> = ArcSwapOption::const_empty();
 

@@ -80,6 +80,35 @@ pub enum Error {
         source: redis::RedisError,
     },
 
+    /// Redis refused the credentials (a wrong password, an unknown or
+    /// disabled user), found by [`verify`](crate::CacheBuilder::verify).
+    #[error("redis at `{url}` refused the credentials of user `{user}`")]
+    Authentication {
+        /// The URL or sentinels (password removed).
+        url: String,
+        /// The ACL user that tried to log in (`default` when none was given).
+        user: String,
+        /// What the server said.
+        #[source]
+        source: redis::RedisError,
+    },
+
+    /// The ACL user may not run a command cacheme needs, or not on cacheme's
+    /// keys or channel; found by [`verify`](crate::CacheBuilder::verify).
+    /// docs/deployments.md gives the minimal ACL rule.
+    #[error(
+        "the redis user `{user}` may not run `{command}`, which cacheme needs: {reason} \
+         (the minimal ACL rule is in docs/deployments.md)"
+    )]
+    PermissionDenied {
+        /// The ACL user.
+        user: String,
+        /// The command refused (`XADD`, `PUBLISH`, `EVALSHA`...).
+        command: String,
+        /// What the server said (which command, key or channel).
+        reason: String,
+    },
+
     /// A durable invalidation was not acknowledged by enough replicas in
     /// time (it was applied on the primary).
     #[error("the invalidation reached {acknowledged} of {wanted} replicas within {timeout:?}")]

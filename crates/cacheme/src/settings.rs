@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use crate::cache::Cache;
 use crate::codec::Codec;
+use crate::storage::endpoint::{ConnectOptions, SentinelOptions};
 use crate::{Error, Result};
 
 /// Settings that can change while the cache runs
@@ -129,8 +130,9 @@ impl Default for Settings {
 /// Where a cache keeps its values.
 pub(crate) enum Source {
     Memory,
+    /// Redis, reached through the builder's [`ConnectOptions`] (a URL or
+    /// sentinels), the application's connections, or both.
     Redis {
-        url: Option<String>,
         manager: Option<redis::aio::ConnectionManager>,
         #[cfg(feature = "deadpool")]
         pool: Option<deadpool_redis::Pool>,
@@ -149,6 +151,21 @@ pub(crate) struct ClusterSource {
     pub(crate) connection: Option<redis::cluster_async::ClusterConnection>,
 }
 
+impl Source {
+    /// Redis, keeping the application connections already given (a
+    /// cluster's are dropped: the last choice of store wins).
+    fn redis(self) -> Source {
+        match self {
+            Source::Memory | Source::Cluster(_) => Source::Redis {
+                manager: None,
+                #[cfg(feature = "deadpool")]
+                pool: None,
+            },
+            redis => redis,
+        }
+    }
+}
+
 /// Builds a [`Cache`]: where it stores values and how it behaves.
 ///
 /// ```
@@ -162,12 +179,27 @@ pub(crate) struct ClusterSource {
 ///     .expect("the memory store needs no connection");
 /// assert_eq!(cache.prefix(), "MYCACHE:");
 /// ```
+///
+/// Managed and secured Redis (TLS, ACL users, Sentinel) is configured here
+/// too; see `docs/deployments.md`:
+///
+/// ```no_run
+/// let cache = cacheme::Cache::builder()
+///     .redis_url("redis+sentinel://10.0.0.1:26379,10.0.0.2:26379/mymaster")
+///     .username("cacheme")
+///     .password(std::env::var("REDIS_PASSWORD").unwrap_or_default())
+///     .verify() // build() checks the connection, the scripts and the ACL
+///     .build()?;
+/// # Ok::<(), cacheme::Error>(())
+/// ```
 #[must_use]
 pub struct CacheBuilder {
     pub(crate) settings: Settings,
     pub(crate) prefix: String,
     pub(crate) codec: Codec,
     pub(crate) source: Source,
+    pub(crate) connect: ConnectOptions,
+    pub(crate) verify: bool,
 }
 
 impl Default for CacheBuilder {
@@ -177,6 +209,8 @@ impl Default for CacheBuilder {
             prefix: "CM:".to_owned(),
             codec: Codec::MessagePack,
             source: Source::Memory,
+            connect: ConnectOptions::default(),
+            verify: false,
         }
     }
 }
@@ -188,30 +222,90 @@ impl CacheBuilder {
         self
     }
 
-    /// Store values in Redis at `url` (`redis://host:port/db`). Async calls
-    /// use one multiplexed, self-reconnecting connection; blocking calls and
+    /// Store values in Redis at `url`. Async calls use one multiplexed,
+    /// self-reconnecting connection; blocking calls, the lease keeper and
     /// the fill announcements use plain connections made from the same URL.
+    ///
+    /// - `redis://[user:password@]host:port/db`: one server; the user is an
+    ///   ACL user (Redis 6+), or leave it out for `requirepass`.
+    /// - `rediss://...`: the same over TLS (the `tls` feature, which adds
+    ///   `tls_ca` and `tls_client_cert`).
+    /// - `redis+sentinel://[user:password@]host:port[,host:port...]/master[/db]`:
+    ///   the primary that these sentinels monitor as `master`, followed
+    ///   across failovers (`rediss+sentinel://` over TLS). The credentials
+    ///   are the data nodes'; the sentinels are asked without any.
     pub fn redis_url(mut self, url: impl Into<String>) -> Self {
-        let url = Some(url.into());
-        self.source = match self.source {
-            Source::Redis {
-                manager,
-                #[cfg(feature = "deadpool")]
-                pool,
-                ..
-            } => Source::Redis {
-                url,
-                manager,
-                #[cfg(feature = "deadpool")]
-                pool,
-            },
-            Source::Memory | Source::Cluster(_) => Source::Redis {
-                url,
-                manager: None,
-                #[cfg(feature = "deadpool")]
-                pool: None,
-            },
-        };
+        self.connect.url = Some(url.into());
+        self.connect.sentinel = None;
+        self.source = self.source.redis();
+        self
+    }
+
+    /// Store values in the primary that these sentinels (`host:port`)
+    /// monitor as `master`, and follow it across failovers: the builder
+    /// form of a `redis+sentinel://` URL (plain TCP, database 0).
+    pub fn sentinel<S: Into<String>>(
+        mut self,
+        sentinels: impl IntoIterator<Item = S>,
+        master: impl Into<String>,
+    ) -> Self {
+        self.connect.sentinel = Some(SentinelOptions {
+            sentinels: sentinels.into_iter().map(Into::into).collect(),
+            master: master.into(),
+            tls: false,
+            db: 0,
+        });
+        self.source = self.source.redis();
+        self
+    }
+
+    /// Log in as this ACL user (over the URL's); used by every connection
+    /// made from [`redis_url`](Self::redis_url) or
+    /// [`sentinel`](Self::sentinel).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.connect.username = Some(username.into());
+        self
+    }
+
+    /// Log in with this password (over the URL's). It is never shown: not
+    /// in `Debug` output, errors or logs.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.connect.password = Some(password.into());
+        self
+    }
+
+    /// Trust these CA certificates (PEM) for `rediss://` connections,
+    /// instead of the system's roots: a private CA.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_ca(mut self, ca_pem: impl Into<Vec<u8>>) -> Self {
+        self.connect.tls.ca = Some(ca_pem.into());
+        self
+    }
+
+    /// Present this client certificate chain and private key (PEM) on
+    /// `rediss://` connections: mutual TLS.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub fn tls_client_cert(
+        mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) -> Self {
+        self.connect.tls.client = Some((cert_pem.into(), key_pem.into()));
+        self
+    }
+
+    /// Make [`build`](Self::build) and [`install`](Self::install) check,
+    /// in one round trip, that Redis is reachable, accepts the credentials,
+    /// runs scripts, and lets the user run every command cacheme sends on
+    /// its keys and channel. A refusal is an [`Error::Authentication`] or
+    /// an [`Error::PermissionDenied`] naming the command. Without it,
+    /// nothing is checked before the first call, and a refused command is
+    /// a counted fail-open (`store_errors`, and a warning). See also
+    /// [`Cache::verify`].
+    pub fn verify(mut self) -> Self {
+        self.verify = true;
         self
     }
 
@@ -220,24 +314,15 @@ impl CacheBuilder {
     /// push wake-ups of waiting callers (without it, waiters re-check every
     /// `herd_interval`).
     pub fn connection_manager(mut self, manager: redis::aio::ConnectionManager) -> Self {
-        self.source = match self.source {
-            Source::Redis {
-                url,
-                #[cfg(feature = "deadpool")]
-                pool,
-                ..
-            } => Source::Redis {
-                url,
-                manager: Some(manager),
-                #[cfg(feature = "deadpool")]
-                pool,
-            },
-            Source::Memory | Source::Cluster(_) => Source::Redis {
-                url: None,
-                manager: Some(manager),
-                #[cfg(feature = "deadpool")]
-                pool: None,
-            },
+        #[cfg(feature = "deadpool")]
+        let pool = match self.source {
+            Source::Redis { pool, .. } => pool,
+            Source::Memory | Source::Cluster(_) => None,
+        };
+        self.source = Source::Redis {
+            manager: Some(manager),
+            #[cfg(feature = "deadpool")]
+            pool,
         };
         self
     }
@@ -251,17 +336,13 @@ impl CacheBuilder {
     #[cfg(feature = "deadpool")]
     #[cfg_attr(docsrs, doc(cfg(feature = "deadpool")))]
     pub fn deadpool(mut self, pool: deadpool_redis::Pool) -> Self {
-        self.source = match self.source {
-            Source::Redis { url, manager, .. } => Source::Redis {
-                url,
-                manager,
-                pool: Some(pool),
-            },
-            Source::Memory | Source::Cluster(_) => Source::Redis {
-                url: None,
-                manager: None,
-                pool: Some(pool),
-            },
+        let manager = match self.source {
+            Source::Redis { manager, .. } => manager,
+            Source::Memory | Source::Cluster(_) => None,
+        };
+        self.source = Source::Redis {
+            manager,
+            pool: Some(pool),
         };
         self
     }
@@ -451,7 +532,10 @@ impl CacheBuilder {
     }
 
     /// Build the cache. No connection is made yet: Redis is reached on first
-    /// use, and a cache whose Redis is down still answers (it fails open).
+    /// use, and a cache whose Redis is down still answers (it fails open);
+    /// unless [`verify`](Self::verify) was asked for, in which case this
+    /// blocks for one round trip (and, with Sentinel, until the sentinels
+    /// name the primary, up to `max(op_timeout, 2 s)`).
     pub fn build(self) -> Result<Cache> {
         if self.prefix.contains(['{', '}']) {
             return Err(Error::InvalidKey {
@@ -459,7 +543,12 @@ impl CacheBuilder {
                 reason: "the prefix cannot contain `{` or `}` (they delimit Redis Cluster hash tags)",
             });
         }
-        Cache::from_builder(self)
+        let verify = self.verify;
+        let cache = Cache::from_builder(self)?;
+        if verify {
+            cache.verify_blocking()?;
+        }
+        Ok(cache)
     }
 
     /// Build the cache and install it as the global one, used by
@@ -475,7 +564,7 @@ impl std::fmt::Debug for CacheBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let source = match &self.source {
             Source::Memory => "memory".to_owned(),
-            Source::Redis { url: Some(url), .. } => redact(url),
+            Source::Redis { .. } if self.connect.is_set() => self.connect.describe(),
             Source::Redis { .. } => "application connection".to_owned(),
             #[cfg(feature = "cluster")]
             Source::Cluster(cluster) => describe_cluster(&cluster.urls),
@@ -484,6 +573,8 @@ impl std::fmt::Debug for CacheBuilder {
         };
         f.debug_struct("CacheBuilder")
             .field("source", &source)
+            .field("connect", &self.connect)
+            .field("verify", &self.verify)
             .field("prefix", &self.prefix)
             .field("codec", &self.codec)
             .field("settings", &self.settings)
@@ -501,22 +592,20 @@ pub(crate) fn describe_cluster(urls: &[String]) -> String {
     format!("cluster [{}]", urls.join(", "))
 }
 
-/// A URL with its password replaced by `***`, for logs and errors.
+/// A URL with its password replaced by `***`, for logs and errors. Every
+/// URL that cacheme shows (in `Debug` output, errors and log lines) goes
+/// through here.
 pub(crate) fn redact(url: &str) -> String {
-    match (url.find("://"), url.rfind('@')) {
-        (Some(scheme), Some(at)) if at > scheme => {
-            let userinfo = &url[scheme + 3..at];
-            match userinfo.find(':') {
-                Some(colon) => format!(
-                    "{}{}:***{}",
-                    &url[..scheme + 3],
-                    &userinfo[..colon],
-                    &url[at..]
-                ),
-                None => format!("{}***{}", &url[..scheme + 3], &url[at..]),
-            }
-        }
-        _ => url.to_owned(),
+    // The user info runs from the scheme (or the start, for a string that
+    // is not quite a URL) to the last `@`: a password may hold `@` and `/`.
+    let start = url.find("://").map_or(0, |scheme| scheme + 3);
+    let Some(at) = url.rfind('@').filter(|&at| at >= start) else {
+        return url.to_owned();
+    };
+    let userinfo = &url[start..at];
+    match userinfo.find(':') {
+        Some(colon) => format!("{}{}:***{}", &url[..start], &userinfo[..colon], &url[at..]),
+        None => format!("{}***{}", &url[..start], &url[at..]),
     }
 }
 
@@ -535,5 +624,14 @@ mod tests {
             "redis://user:***@host:6379"
         );
         assert_eq!(redact("redis://secret@host"), "redis://***@host");
+        assert_eq!(
+            redact("rediss://app:p@ss/w:rd@host:1/0"),
+            "rediss://app:***@host:1/0"
+        );
+        assert_eq!(redact("app:secret@host"), "app:***@host");
+        assert_eq!(
+            redact("redis+sentinel://u:secret@a:1,b:2/m"),
+            "redis+sentinel://u:***@a:1,b:2/m"
+        );
     }
 }

@@ -30,7 +30,8 @@ use std::time::{Duration, Instant};
 
 use crate::cache::Inner;
 use crate::events::{Invalidated, Message};
-use crate::storage::ReadLog;
+use crate::storage::endpoint::Endpoint;
+use crate::storage::{ReadLog, SequenceFloor};
 
 /// How long a read blocks before the thread checks whether to stop (and
 /// whether to check the sequence).
@@ -46,14 +47,20 @@ const SEQUENCE_CHECK: Duration = Duration::from_millis(50);
 const BACKOFF: Duration = Duration::from_millis(200);
 /// How long the connection may stay quiet before it is pinged.
 pub(crate) const HEALTH: Duration = Duration::from_secs(1);
+/// How long connecting (and waiting for the sentinels to name a primary)
+/// may take.
+const CONNECT: Duration = Duration::from_secs(1);
 /// Log entries read per request when catching up.
 const LOG_PAGE: usize = 10_000;
 
 /// Start the subscriber thread. It stops when `stop` is set or the cache is
-/// dropped. It listens through the first of `clients` and, when that
-/// connection fails, through the next one (a Redis Cluster broadcasts the
-/// channel to every node, so any node will do).
+/// dropped. With an `endpoint` (one server, or the primary Sentinel names),
+/// it listens on the endpoint's current primary, and moves when that
+/// changes. Otherwise it listens through the first of `clients` and, when
+/// that connection fails, through the next one (a Redis Cluster broadcasts
+/// the channel to every node, so any node will do).
 pub(crate) fn spawn(
+    endpoint: Option<Endpoint>,
     clients: Vec<redis::Client>,
     channel: String,
     cache: Weak<Inner>,
@@ -61,27 +68,59 @@ pub(crate) fn spawn(
 ) {
     let spawned = std::thread::Builder::new()
         .name("cacheme-subscriber".into())
-        .spawn(move || run(&clients, &channel, &cache, &stop));
+        .spawn(move || run(endpoint.as_ref(), &clients, &channel, &cache, &stop));
     if let Err(error) = spawned {
         tracing::warn!(%error, "cacheme: cannot start the subscriber thread; waiters will poll");
     }
 }
 
-fn run(clients: &[redis::Client], channel: &str, cache: &Weak<Inner>, stop: &AtomicBool) {
+fn run(
+    endpoint: Option<&Endpoint>,
+    clients: &[redis::Client],
+    channel: &str,
+    cache: &Weak<Inner>,
+    stop: &AtomicBool,
+) {
     let mut reported = false;
     let mut attempt = 0;
     // The nodes to listen on: those given, then those learnt from a cluster.
     let mut candidates = clients.to_vec();
     while !stop.load(Ordering::Relaxed) && cache.strong_count() > 0 {
-        let Some(client) = candidates.get(attempt % candidates.len().max(1)).cloned() else {
-            return;
+        let listened = match endpoint {
+            Some(endpoint) => endpoint.primary(CONNECT).and_then(|primary| {
+                let followed = Followed {
+                    endpoint,
+                    generation: primary.generation,
+                    addr: &primary.addr,
+                };
+                listen(
+                    &primary.client,
+                    Some(followed),
+                    channel,
+                    cache,
+                    stop,
+                    &mut candidates,
+                )
+            }),
+            None => {
+                let Some(client) = candidates.get(attempt % candidates.len().max(1)).cloned()
+                else {
+                    return;
+                };
+                attempt += 1;
+                listen(&client, None, channel, cache, stop, &mut candidates)
+            }
         };
-        attempt += 1;
-        match listen(&client, channel, cache, stop, &mut candidates) {
+        match listened {
             Ok(()) => return,
             Err(error) => {
                 if !reported {
-                    tracing::warn!(error = %crate::error::Chain(&error), channel, "cacheme: event subscription lost; reconnecting");
+                    tracing::warn!(
+                        error = %crate::error::Chain(&error),
+                        channel,
+                        redis = endpoint.map(Endpoint::describe),
+                        "cacheme: event subscription lost; reconnecting"
+                    );
                     reported = true;
                 }
                 // Events may have been missed: waiters look again, and the
@@ -98,15 +137,30 @@ fn run(clients: &[redis::Client], channel: &str, cache: &Weak<Inner>, stop: &Ato
     }
 }
 
-/// Subscribe and dispatch until stopped (Ok) or the connection fails (Err).
+/// The endpoint's primary a subscription listens on.
+struct Followed<'a> {
+    endpoint: &'a Endpoint,
+    generation: u64,
+    addr: &'a str,
+}
+
+/// Subscribe and dispatch until stopped (Ok) or the connection fails, or
+/// the followed endpoint names another primary (Err).
 fn listen(
     client: &redis::Client,
+    followed: Option<Followed<'_>>,
     channel: &str,
     cache: &Weak<Inner>,
     stop: &AtomicBool,
     candidates: &mut Vec<redis::Client>,
 ) -> redis::RedisResult<()> {
-    let mut conn = client.get_connection_with_timeout(Duration::from_secs(1))?;
+    let mut conn = client
+        .get_connection_with_timeout(CONNECT)
+        .inspect_err(|e| {
+            if let Some(followed) = &followed {
+                followed.endpoint.suspect(e);
+            }
+        })?;
     warn_on_eviction_policy(&mut conn);
     #[cfg(feature = "cluster")]
     {
@@ -119,6 +173,26 @@ fn listen(
     }
     #[cfg(not(feature = "cluster"))]
     let _ = candidates;
+    if let Some(followed) = &followed
+        && followed.generation > 1
+        && let Some(cache) = cache.upgrade()
+    {
+        // Sentinel promoted this primary: its sequence may be behind numbers
+        // the former one gave after the promotion (and this process may have
+        // applied them). Move it past them, so that no invalidation made here
+        // is taken for one already applied.
+        let settings = cache.settings();
+        cache
+            .backend
+            .run_blocking(&SequenceFloor, &cache.reporting(&settings))
+            .map_err(|e| {
+                redis::RedisError::from((
+                    redis::ErrorKind::Io,
+                    "cannot move the invalidation sequence past the former primary's",
+                    e.to_string(),
+                ))
+            })?;
+    }
     let mut pubsub = conn.as_pubsub();
     pubsub.set_read_timeout(Some(POLL))?;
     pubsub.subscribe(channel)?;
@@ -140,6 +214,17 @@ fn listen(
     loop {
         if stop.load(Ordering::Relaxed) {
             return Ok(());
+        }
+        if let Some(followed) = &followed
+            && followed.endpoint.generation() != followed.generation
+        {
+            // Sentinel promoted another primary: subscribe there (and read
+            // the log there for what was missed meanwhile).
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the primary changed",
+                followed.addr.to_owned(),
+            )));
         }
         if last_numbered.elapsed() >= SEQUENCE_CHECK {
             let Some(cache) = cache.upgrade() else {

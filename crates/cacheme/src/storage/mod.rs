@@ -14,10 +14,12 @@
 pub(crate) mod batch;
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
+pub(crate) mod endpoint;
 pub(crate) mod memory;
 #[cfg(test)]
 mod parity;
 pub(crate) mod redis;
+pub(crate) mod verify;
 
 use std::time::{Duration, Instant};
 
@@ -442,6 +444,31 @@ impl Op for Record<'_> {
     }
     fn apply(&self, state: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
         state.record(self.payload, self.log_len)
+    }
+}
+
+/// After a failover: move the invalidation sequence up to the new primary's
+/// time in microseconds, past any number the former primary gave (see the
+/// `FLOOR` script); other processes then see a gap, read the log, and treat
+/// what it lacks as lost.
+pub(crate) struct SequenceFloor;
+
+impl Op for SequenceFloor {
+    /// The sequence's number afterwards.
+    type Output = u64;
+    const NAME: &'static str = "sequence floor";
+    fn subject(&self) -> &str {
+        "invalidation sequence"
+    }
+    fn request(&self, cx: &RedisContext<'_>) -> Request {
+        Request::Command(cx.script(&cx.scripts.floor, &[&cx.sequence.seq], &[] as &[&str]))
+    }
+    fn reply(&self, value: Value) -> RedisResult<Self::Output> {
+        Ok(::redis::from_redis_value(value)?)
+    }
+    fn apply(&self, state: &mut MemoryState, _: u64, _: &mut Vec<String>) -> Self::Output {
+        // One process, no failover: nothing to move past.
+        state.read_log(u64::MAX, 0).0
     }
 }
 

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 
+use super::endpoint::{ConnectOptions, Endpoint};
 use super::memory::MemoryState;
 use super::redis::{AsyncSource, RedisStore};
 use super::{
@@ -271,13 +272,17 @@ proptest! {
         let server = server();
         let mut conn = server.connection();
         let _: () = redis::cmd("FLUSHALL").query(&mut conn).expect("FLUSHALL");
-        let client = redis::Client::open(server.url()).expect("url");
+        let endpoint = Endpoint::open(&ConnectOptions {
+            url: Some(server.url()),
+            ..ConnectOptions::default()
+        })
+        .expect("url");
         let mut pair = Pair {
             memory: MemoryState::default(),
             now: 1_000_000,
             redis: RedisStore::new(
-                Some(client),
-                AsyncSource::Url(OnceLock::new()),
+                endpoint,
+                AsyncSource::Endpoint(Default::default()),
                 "parity".into(),
                 SequenceKeys::new("CM:"),
             ),

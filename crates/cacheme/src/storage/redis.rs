@@ -10,12 +10,15 @@
 //! pool); blocking calls use a small pool of plain connections made from the
 //! URL. The measurements behind this choice are in `docs/connections.md`.
 
-use std::sync::{Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::Duration;
 
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::{Cmd, RedisError, RedisResult, ToRedisArgs, Value};
 
+use arc_swap::ArcSwapOption;
+
+use super::endpoint::Endpoint;
 use super::{Op, RedisContext, Request};
 use crate::events::SequenceKeys;
 use crate::{Error, Result};
@@ -197,6 +200,21 @@ return seq
 ";
 
 /// KEYS: sequence. The current number (starting the sequence if needed).
+/// KEYS: sequence. After a failover: moves the sequence up to the server's
+/// time in microseconds (where a new sequence starts), so that it never
+/// gives again a number that the former primary gave after the promotion
+/// (writes it took then are lost with it). Returns the current number.
+const FLOOR: &str = r"
+local t = redis.call('TIME')
+local floor = t[1] .. string.format('%06d', tonumber(t[2]))
+local seq = redis.call('GET', KEYS[1])
+if not seq or tonumber(seq) < tonumber(floor) then
+  redis.call('SET', KEYS[1], floor)
+  return tonumber(floor)
+end
+return tonumber(seq)
+";
+
 const SEQUENCE: &str = r"
 return tonumber(start_sequence(KEYS[1]))
 ";
@@ -211,6 +229,7 @@ pub(crate) struct Scripts {
     pub(crate) invalidate: Script,
     pub(crate) record: Script,
     pub(crate) sequence: Script,
+    pub(crate) floor: Script,
 }
 
 impl Scripts {
@@ -238,6 +257,7 @@ impl Scripts {
             invalidate: Script::new(allowed_oom(INVALIDATE)),
             record: Script::new(allowed_oom(RECORD)),
             sequence: Script::new(with_helpers(SEQUENCE)),
+            floor: Script::new(with_helpers(FLOOR)),
         }
     }
 }
@@ -250,9 +270,10 @@ pub(crate) fn scripts() -> &'static Scripts {
 
 /// Where async commands go.
 pub(crate) enum AsyncSource {
-    /// A `ConnectionManager` made from the URL on first use (it needs a
-    /// tokio runtime to start its driver task).
-    Url(OnceLock<ConnectionManager>),
+    /// A `ConnectionManager` made from the endpoint on first use (it needs a
+    /// tokio runtime to start its driver task), and made again when the
+    /// endpoint's primary changes (a Sentinel failover).
+    Endpoint(ArcSwapOption<Managed>),
     /// The application's own `ConnectionManager`.
     Manager(ConnectionManager),
     /// The application's deadpool pool: one connection is taken out of it and
@@ -260,12 +281,18 @@ pub(crate) enum AsyncSource {
     #[cfg(feature = "deadpool")]
     Pool {
         pool: deadpool_redis::Pool,
-        current: arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+        current: ArcSwapOption<redis::aio::MultiplexedConnection>,
     },
     /// A Redis Cluster: async and blocking cluster connections (see
     /// [`super::cluster`]); the store's `client` is then `None`.
     #[cfg(feature = "cluster")]
     Cluster(Box<super::cluster::ClusterSource>),
+}
+
+/// A `ConnectionManager` for one generation of the endpoint's primary.
+pub(crate) struct Managed {
+    generation: u64,
+    manager: ConnectionManager,
 }
 
 /// A connection for one async request.
@@ -278,27 +305,37 @@ enum AsyncConnection {
 /// The Redis store.
 pub(crate) struct RedisStore {
     pub(crate) breaker: crate::breaker::Breaker,
-    client: Option<redis::Client>,
+    endpoint: Option<Endpoint>,
     described: String,
     sequence: SequenceKeys,
     async_source: AsyncSource,
-    blocking: Mutex<Vec<redis::Connection>>,
+    /// Idle blocking connections, with the generation of the primary they
+    /// were made for.
+    blocking: Mutex<Vec<(u64, redis::Connection)>>,
 }
 
 /// How many idle blocking connections are kept.
 const BLOCKING_IDLE: usize = 16;
 
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.stop();
+        }
+    }
+}
+
 impl RedisStore {
     /// A store with the given connection sources.
     pub(crate) fn new(
-        client: Option<redis::Client>,
+        endpoint: Option<Endpoint>,
         async_source: AsyncSource,
         described: String,
         sequence: SequenceKeys,
     ) -> Self {
         RedisStore {
             breaker: crate::breaker::Breaker::default(),
-            client,
+            endpoint,
             described,
             sequence,
             async_source,
@@ -306,29 +343,40 @@ impl RedisStore {
         }
     }
 
-    /// Whether blocking ops can run (a URL was given).
+    /// Where connections made by cacheme go (from the URL or the
+    /// sentinels), if the cache was given one.
+    pub(crate) fn endpoint(&self) -> Option<&Endpoint> {
+        self.endpoint.as_ref()
+    }
+
+    /// Whether blocking ops can run (a URL, sentinels or cluster nodes
+    /// were given).
     pub(crate) fn can_block(&self) -> bool {
         #[cfg(feature = "cluster")]
         if let AsyncSource::Cluster(cluster) = &self.async_source {
             return cluster.can_block();
         }
-        self.client.is_some()
+        self.endpoint.is_some()
     }
 
-    /// The client made from the URL of a single server, if the cache was
-    /// given one (`None` on a cluster: its connections go by slot).
-    pub(crate) fn client(&self) -> Option<&redis::Client> {
-        self.client.as_ref()
+    /// A client for the endpoint's current primary (one server, or the one
+    /// the sentinels name now), if the cache was given a URL or sentinels
+    /// and the primary is known (`None` on a cluster: its connections go by
+    /// slot).
+    pub(crate) fn client(&self) -> Option<redis::Client> {
+        let primary = self.endpoint.as_ref()?.primary(Duration::ZERO).ok()?;
+        Some(primary.client.clone())
     }
 
-    /// The servers the event subscriber may listen on, in order of
-    /// preference (a cluster's nodes, tried in turn).
+    /// The servers the event subscriber of a cluster may listen on, in
+    /// order of preference (tried in turn); empty for other stores, whose
+    /// subscriber follows the [`endpoint`](Self::endpoint).
     pub(crate) fn subscriber_clients(&self) -> Vec<redis::Client> {
         #[cfg(feature = "cluster")]
         if let AsyncSource::Cluster(cluster) = &self.async_source {
             return cluster.subscriber_clients();
         }
-        self.client.iter().cloned().collect()
+        Vec::new()
     }
 
     /// Tell a cluster store which nodes the subscriber knows (the nodes it
@@ -354,6 +402,11 @@ impl RedisStore {
     /// What the store connects to (URL without password, or the source kind).
     pub(crate) fn describe(&self) -> &str {
         &self.described
+    }
+
+    /// The names of the sequence keys and the event channel.
+    pub(crate) fn sequence(&self) -> &SequenceKeys {
+        &self.sequence
     }
 
     /// The context to build requests in; `eval` after a `NOSCRIPT`.
@@ -392,7 +445,12 @@ impl RedisStore {
         };
         let value = match tokio::time::timeout(timeout, attempt).await {
             Ok(reply) => reply.map_err(|source| redis_error::<O>(op, source))?,
-            Err(_) => return Err(timeout_error::<O>(op, timeout)),
+            Err(_) => {
+                if let Some(endpoint) = &self.endpoint {
+                    endpoint.suspect_timeout();
+                }
+                return Err(timeout_error::<O>(op, timeout));
+            }
         };
         op.reply(value)
             .map_err(|source| redis_error::<O>(op, source))
@@ -400,26 +458,19 @@ impl RedisStore {
 
     async fn async_connection(&self, timeout: Duration) -> RedisResult<AsyncConnection> {
         match &self.async_source {
-            AsyncSource::Url(cell) => {
-                if let Some(manager) = cell.get() {
-                    return Ok(AsyncConnection::Manager(manager.clone()));
-                }
-                let client = self
-                    .client
+            AsyncSource::Endpoint(cell) => {
+                let endpoint = self
+                    .endpoint
                     .as_ref()
-                    .expect("a Url source is only built together with its client");
-                // The response timeout is ours (around every request, so that
-                // it follows `op_timeout` changes); a second timer in the
-                // connection would only cost time on the hot path.
-                let config = ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(timeout))
-                    .set_response_timeout(None)
-                    .set_number_of_retries(2)
-                    .set_max_delay(Duration::from_millis(200));
-                let manager = client.get_connection_manager_lazy(config)?;
-                Ok(AsyncConnection::Manager(
-                    cell.get_or_init(|| manager).clone(),
-                ))
+                    .expect("an Endpoint source is only built together with its endpoint");
+                if let Some(managed) = &*cell.load()
+                    && managed.generation == endpoint.generation()
+                {
+                    return Ok(AsyncConnection::Manager(managed.manager.clone()));
+                }
+                // Boxed: rare (first use, failover), and waiting for the
+                // sentinels would grow every request's future.
+                Box::pin(self.new_manager(cell, endpoint, timeout)).await
             }
             AsyncSource::Manager(manager) => Ok(AsyncConnection::Manager(manager.clone())),
             #[cfg(feature = "cluster")]
@@ -437,14 +488,50 @@ impl RedisStore {
         }
     }
 
+    /// A `ConnectionManager` for the endpoint's current primary, kept for
+    /// the next requests.
+    async fn new_manager(
+        &self,
+        cell: &ArcSwapOption<Managed>,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> RedisResult<AsyncConnection> {
+        let primary = endpoint.primary_async(timeout).await?;
+        // The response timeout is ours (around every request, so that it
+        // follows `op_timeout` changes); a second timer in the connection
+        // would only cost time on the hot path.
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(timeout))
+            .set_response_timeout(None)
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let fresh = Arc::new(Managed {
+            generation: primary.generation,
+            manager: primary.client.get_connection_manager_lazy(config)?,
+        });
+        // Concurrent callers may each make one; the first for this
+        // generation is kept (an older one is replaced).
+        let previous = cell.rcu(|current| match current {
+            Some(current) if current.generation >= fresh.generation => Some(current.clone()),
+            _ => Some(fresh.clone()),
+        });
+        let kept = match previous {
+            Some(previous) if previous.generation >= fresh.generation => previous,
+            _ => fresh,
+        };
+        Ok(AsyncConnection::Manager(kept.manager.clone()))
+    }
+
     fn forget_async_connection(&self, error: &RedisError) {
+        if let Some(endpoint) = &self.endpoint {
+            endpoint.suspect(error);
+        }
         #[cfg(feature = "deadpool")]
         if let AsyncSource::Pool { current, .. } = &self.async_source
             && (error.is_unrecoverable_error() || error.is_io_error())
         {
             current.store(None);
         }
-        let _ = error;
     }
 
     /// Run an op over a blocking connection (socket timeouts = `timeout`).
@@ -453,20 +540,14 @@ impl RedisStore {
         if let AsyncSource::Cluster(cluster) = &self.async_source {
             return self.run_cluster_blocking(cluster, op, timeout);
         }
-        let client = self
-            .client
+        let endpoint = self
+            .endpoint
             .as_ref()
             .ok_or(Error::NoBlockingConnection { command: O::NAME })?;
         let request = op.request(&self.context(false));
-        let idle = self
-            .blocking
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .pop();
-        let mut conn = match idle {
-            Some(conn) => conn,
-            None => connect_blocking(client, timeout).map_err(|e| redis_error::<O>(op, e))?,
-        };
+        let (generation, mut conn) = self
+            .blocking_connection(endpoint, timeout)
+            .map_err(|e| redis_error::<O>(op, e))?;
         let result = (|| {
             conn.set_read_timeout(Some(timeout))?;
             conn.set_write_timeout(Some(timeout))?;
@@ -480,14 +561,41 @@ impl RedisStore {
             Ok(value) => {
                 let mut idle = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
                 if idle.len() < BLOCKING_IDLE {
-                    idle.push(conn);
+                    idle.push((generation, conn));
                 }
                 op.reply(value)
                     .map_err(|source| redis_error::<O>(op, source))
             }
-            Err(source) if source.is_timeout() => Err(timeout_error::<O>(op, timeout)),
-            Err(source) => Err(redis_error::<O>(op, source)),
+            Err(source) if source.is_timeout() => {
+                endpoint.suspect_timeout();
+                Err(timeout_error::<O>(op, timeout))
+            }
+            Err(source) => {
+                endpoint.suspect(&source);
+                Err(redis_error::<O>(op, source))
+            }
         }
+    }
+
+    /// An idle blocking connection to the current primary, or a new one.
+    fn blocking_connection(
+        &self,
+        endpoint: &Endpoint,
+        timeout: Duration,
+    ) -> RedisResult<(u64, redis::Connection)> {
+        let generation = endpoint.generation();
+        {
+            let mut idle = self.blocking.lock().unwrap_or_else(PoisonError::into_inner);
+            // Connections to a former primary are dropped.
+            idle.retain(|(made_for, _)| *made_for == generation);
+            if let Some(conn) = idle.pop() {
+                return Ok(conn);
+            }
+        }
+        let primary = endpoint.primary(timeout)?;
+        let conn =
+            connect_blocking(&primary.client, timeout).inspect_err(|e| endpoint.suspect(e))?;
+        Ok((primary.generation, conn))
     }
 }
 
@@ -571,7 +679,7 @@ async fn send_async(conn: &mut AsyncConnection, request: &Request) -> RedisResul
 #[cfg(feature = "deadpool")]
 async fn take_from_pool(
     pool: &deadpool_redis::Pool,
-    current: &arc_swap::ArcSwapOption<redis::aio::MultiplexedConnection>,
+    current: &ArcSwapOption<redis::aio::MultiplexedConnection>,
 ) -> RedisResult<AsyncConnection> {
     let conn = pool.get().await.map_err(|e| {
         RedisError::from((
@@ -581,7 +689,7 @@ async fn take_from_pool(
         ))
     })?;
     let conn = deadpool_redis::Connection::take(conn);
-    current.store(Some(std::sync::Arc::new(conn.clone())));
+    current.store(Some(Arc::new(conn.clone())));
     Ok(AsyncConnection::Multiplexed(conn))
 }
 
