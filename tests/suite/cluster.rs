@@ -117,7 +117,7 @@ async fn the_decorator_on_the_cluster() {
 
     let blocking = owners.clone();
     let infos = tokio::task::spawn_blocking(move || {
-        let tom = cat(77, "Tom");
+        let tom = cat(1077, "Tom"); // (77 is the decorator hook test's own id)
         (blocking.info_blocking(&tom), blocking.info_blocking(&tom))
     })
     .await
