@@ -568,7 +568,7 @@ async fn item_4_no_client_clock_decides_an_invalidation() {
 /// fault proxy delays its deliveries by 300 ms) is asked for a value right
 /// after another process's group invalidation returned.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "a known limit (docs/protocol.md, 'What callers can count on'): group and tag invalidations reach other processes by the event channel, so a process that has not heard of one yet (here: 300 ms late) judges values by what it knows; key invalidations are immediate"]
+#[ignore = "a known limit (docs/protocol.md, Guarantees and its limits): group and tag invalidations reach other processes by the event channel, so a process that has not heard of one yet (here: 300 ms late) judges values by what it knows; key invalidations are immediate"]
 async fn item_4_a_process_that_hears_late_does_not_serve_invalidated_values() {
     let server = RedisServer::start();
     let proxy = FaultProxy::start(server.addr());
