@@ -42,6 +42,12 @@ pub enum StartError {
     /// The cache could not be built.
     #[error("cache: {0}")]
     Cache(#[from] cacheme::Error),
+    /// The Prometheus recorder could not be installed (another recorder is).
+    #[error("metrics recorder: {source}")]
+    Metrics {
+        /// What went wrong.
+        source: metrics_exporter_prometheus::BuildError,
+    },
     /// The listening socket.
     #[error("listening on {addr}: {source}")]
     Listen {
@@ -94,7 +100,15 @@ pub async fn run(settings: Settings) -> Result<(), StartError> {
         addr: settings.listen,
         source,
     })?;
-    let app = routes::router(routes::AppState { db, cache, store });
+    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .map_err(|source| StartError::Metrics { source })?;
+    let app = routes::router(routes::AppState {
+        db,
+        cache,
+        store,
+        metrics,
+    });
     println!(
         "listening on http://{addr} (cache: {store}, schema: {})",
         settings.schema

@@ -22,6 +22,9 @@ pub struct AppState {
     pub cache: cacheme::Cache,
     /// `redis`, `memory` or `off`.
     pub store: &'static str,
+    /// Renders the metrics recorded through the `metrics` facade (cacheme's
+    /// per-node counters and histograms), for `GET /metrics`.
+    pub metrics: metrics_exporter_prometheus::PrometheusHandle,
 }
 
 /// The routes.
@@ -29,6 +32,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok" }))
         .route("/stats", get(stats))
+        .route("/metrics", get(metrics))
         .route("/users", post(create_user))
         .route("/users/{id}", get(get_user).put(update_user))
         .route("/users/{id}/books", get(books_of))
@@ -48,8 +52,8 @@ pub fn router(state: AppState) -> Router {
 type ApiResult<T> = Result<Json<T>, ApiError>;
 
 /// The counters the load test reads: statements sent to PostgreSQL and the
-/// cache's own. (A `/metrics` endpoint in Prometheus' format belongs beside
-/// this one once cacheme exports metrics, issue 17.)
+/// cache's own. `GET /metrics` has cacheme's per-node metrics in
+/// Prometheus' text format.
 #[derive(Debug, Serialize, Deserialize)]
 pub struct Stats {
     /// Statements sent to PostgreSQL by this process.
@@ -85,6 +89,19 @@ async fn stats(State(state): State<AppState>) -> Json<Stats> {
         invalidated: cache.invalidated,
         local_tiers_active: state.cache.local_tiers_active(),
     })
+}
+
+/// Prometheus' text format: cacheme's metrics (`cacheme_requests_total
+/// {node, result}`, `cacheme_load_seconds`...), reported now rather than at
+/// the next `stats_interval`.
+async fn metrics(State(state): State<AppState>) -> String {
+    let cache = state.cache.clone();
+    // (It also publishes the fleet stats when they are on: a blocking call.)
+    let published = tokio::task::spawn_blocking(move || cache.publish_stats()).await;
+    if let Ok(Err(error)) = published {
+        tracing::debug!(%error, "fleet stats not published");
+    }
+    state.metrics.render()
 }
 
 async fn get_user(State(state): State<AppState>, Path(id): Path<i64>) -> ApiResult<User> {

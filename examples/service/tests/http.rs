@@ -338,6 +338,16 @@ async fn every_endpoint_round_trips_on_redis() {
     assert_eq!(stats.store, "redis");
     assert!(stats.hits > 0 && stats.local_hits > 0, "{stats:?}");
     assert_eq!(stats.store_errors, 0, "{stats:?}");
+    // cacheme's per-node metrics, in Prometheus' text format.
+    let metrics = client.get("/metrics").await.expect("an answer");
+    assert_eq!(metrics.status, 200);
+    let metrics = metrics.text();
+    assert!(
+        metrics.contains("cacheme_requests_total{")
+            && metrics.contains("result=\"local_hit\"")
+            && metrics.contains("cacheme_load_seconds"),
+        "{metrics}"
+    );
 
     // The admin endpoint: a pattern deletes every version key, so the next
     // read loads again.
