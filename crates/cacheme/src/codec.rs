@@ -115,6 +115,18 @@ impl CodecError {
         std::sync::Arc::new(error)
     }
 
+    /// A compressed payload that does not decompress.
+    pub(crate) fn decompress(
+        codec: Codec,
+        error: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        CodecError {
+            codec,
+            operation: CodecOperation::Decode,
+            source: Self::boxed(error),
+        }
+    }
+
     /// The codec that failed.
     pub fn codec(&self) -> Codec {
         self.codec

@@ -12,7 +12,9 @@
 //! 1      1    format version 2            1      1    format version 2
 //! 2      1    state: 0 fresh, 1 stale     2      1    state: 2 loading
 //! 3      1    codec: 0 MessagePack,       3      1    waiters: 0 none, 1 some
-//!             1 JSON                      4      ..   the loader's lease token
+//!             1 JSON; + 0x80 when the     4      ..   the loader's lease token
+//!             payload is LZ4-compressed
+//!             (size-prepended)
 //! 4      8    write time, ms since the
 //!             Unix epoch (big endian)
 //! 12     8    claim sequence (big endian)
@@ -136,9 +138,15 @@ pub struct Envelope<'a> {
     pub fresh_until_ms: u64,
     deps: &'a [u8],
     deps_count: usize,
-    /// The serialized value.
+    /// The payload is LZ4-compressed (its size prepended): see
+    /// [`Envelope::payload_bytes`].
+    pub compressed: bool,
+    /// The serialized value (compressed when `compressed`).
     pub payload: &'a [u8],
 }
+
+/// The bit of the codec byte that marks a compressed payload.
+const COMPRESSED: u8 = 0x80;
 
 /// Why stored bytes could not be read as one of our values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -266,7 +274,8 @@ impl<'a> Envelope<'a> {
             STALE => State::Stale,
             _ => return Err(Unreadable::BadHeader),
         };
-        let codec = Codec::from_byte(bytes[3]).ok_or(Unreadable::BadHeader)?;
+        let compressed = bytes[3] & COMPRESSED != 0;
+        let codec = Codec::from_byte(bytes[3] & !COMPRESSED).ok_or(Unreadable::BadHeader)?;
         let deps_count = u16_at(bytes, 28).ok_or(Unreadable::BadHeader)?;
         // Walk the dependency list once to find where the payload starts.
         let mut at = HEADER_LEN;
@@ -288,6 +297,7 @@ impl<'a> Envelope<'a> {
             fresh_until_ms: u64_at(bytes, FRESH_UNTIL_OFFSET),
             deps: &bytes[HEADER_LEN..at],
             deps_count,
+            compressed,
             payload: &bytes[at..],
         })
     }
@@ -310,9 +320,21 @@ impl<'a> Envelope<'a> {
         })
     }
 
+    /// The serialized value, decompressed if it was compressed.
+    pub fn payload_bytes(&self) -> Result<std::borrow::Cow<'a, [u8]>, Unreadable> {
+        if !self.compressed {
+            return Ok(std::borrow::Cow::Borrowed(self.payload));
+        }
+        lz4_flex::decompress_size_prepended(self.payload)
+            .map(std::borrow::Cow::Owned)
+            .map_err(|error| Unreadable::Payload(CodecError::decompress(self.codec, error)))
+    }
+
     /// Decode the payload into `T`.
     pub fn decode<T: serde::de::DeserializeOwned>(&self) -> Result<T, Unreadable> {
-        self.codec.decode(self.payload).map_err(Unreadable::Payload)
+        self.codec
+            .decode(&self.payload_bytes()?)
+            .map_err(Unreadable::Payload)
     }
 }
 
@@ -348,9 +370,30 @@ pub(crate) fn with_fresh_until(bytes: &[u8], fresh_until_ms: u64) -> Vec<u8> {
 /// dependency name is longer than 65,535 bytes or there are more than
 /// 65,535 of them (the value is then not stored).
 pub fn seal(header: &Header<'_>, payload: &[u8]) -> Option<Vec<u8>> {
+    seal_payload(header, payload, false)
+}
+
+/// [`seal`] with the payload compressed (LZ4, size prepended) when it is at
+/// least `threshold` bytes long and compression makes it shorter.
+pub(crate) fn seal_compressing(
+    header: &Header<'_>,
+    payload: &[u8],
+    threshold: usize,
+) -> Option<Vec<u8>> {
+    if payload.len() >= threshold {
+        let compressed = lz4_flex::compress_prepend_size(payload);
+        if compressed.len() < payload.len() {
+            return seal_payload(header, &compressed, true);
+        }
+    }
+    seal_payload(header, payload, false)
+}
+
+fn seal_payload(header: &Header<'_>, payload: &[u8], compressed: bool) -> Option<Vec<u8>> {
     let deps_len: usize = header.dependencies.iter().map(|d| 3 + d.name().len()).sum();
     let mut bytes = Vec::with_capacity(HEADER_LEN + deps_len + payload.len());
-    bytes.extend_from_slice(&[MAGIC, VERSION, FRESH, header.codec.byte()]);
+    let codec = header.codec.byte() | if compressed { COMPRESSED } else { 0 };
+    bytes.extend_from_slice(&[MAGIC, VERSION, FRESH, codec]);
     bytes.extend_from_slice(&header.written_at_ms.to_be_bytes());
     bytes.extend_from_slice(&header.claim_seq.to_be_bytes());
     bytes.extend_from_slice(&header.fresh_until_ms.to_be_bytes());
@@ -452,6 +495,35 @@ mod tests {
                 name: "Tom".into()
             }
         );
+    }
+
+    #[test]
+    fn large_payloads_are_compressed_and_read_back() {
+        let value: Vec<String> = (0..500).map(|i| format!("cat number {i}")).collect();
+        let payload = Codec::MessagePack.encode(&value).expect("encodes");
+        let plain = seal(&header(&[]), &payload).expect("no names");
+        let small = seal_compressing(&header(&[]), &payload, usize::MAX).expect("no names");
+        assert_eq!(small, plain, "under the threshold: unchanged");
+        let packed = seal_compressing(&header(&[]), &payload, 1024).expect("no names");
+        assert!(
+            packed.len() * 3 < plain.len(),
+            "{} vs {}",
+            packed.len(),
+            plain.len()
+        );
+        let Ok(Stored::Value(envelope)) = Stored::parse(&packed) else {
+            panic!("a value");
+        };
+        assert!(envelope.compressed);
+        assert_eq!(envelope.decode::<Vec<String>>(), Ok(value));
+        // Damaged compressed bytes are unreadable, not a panic.
+        let mut damaged = packed.clone();
+        let at = damaged.len() - 10;
+        damaged.truncate(at);
+        let Ok(Stored::Value(envelope)) = Stored::parse(&damaged) else {
+            panic!("a value");
+        };
+        assert!(envelope.decode::<Vec<String>>().is_err());
     }
 
     #[test]

@@ -154,9 +154,11 @@ fn inspect_envelope(envelope: &Envelope<'_>, size: usize) -> InspectedValue {
             Dependency::Group(name) => groups.push(name.to_owned()),
         }
     }
+    let bytes = envelope.payload_bytes().ok();
+    let bytes = bytes.as_deref().unwrap_or_default();
     let payload = match envelope.codec {
-        Codec::MessagePack => rmp_serde::from_slice(envelope.payload).ok(),
-        Codec::Json => serde_json::from_slice(envelope.payload).ok(),
+        Codec::MessagePack => rmp_serde::from_slice(bytes).ok(),
+        Codec::Json => serde_json::from_slice(bytes).ok(),
     };
     InspectedValue {
         state: match envelope.state {

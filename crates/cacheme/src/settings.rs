@@ -68,6 +68,10 @@ pub struct Settings {
     pub hard_timeout: Option<Duration>,
     /// Values whose encoded size exceeds this are returned but not stored.
     pub max_value_size: usize,
+    /// Payloads of at least this many bytes are stored LZ4-compressed when
+    /// that makes them shorter (recorded in the envelope; readers of any
+    /// setting read both). `None` (the default): never compressed.
+    pub compress_above: Option<usize>,
     /// How many targets (keys, groups, tags, patterns) of invalidations that
     /// failed to reach the store are queued for retry (default 100,000; 0:
     /// none are).
@@ -112,6 +116,7 @@ impl Default for Settings {
             max_load_time: Duration::from_secs(60),
             invalidation_log_len: 100_000,
             max_value_size: 8 * 1024 * 1024,
+            compress_above: None,
             invalidation_queue: 100_000,
             fail_safe_max: None,
             fail_safe_throttle: Duration::from_secs(30),
@@ -485,6 +490,18 @@ impl CacheBuilder {
     /// Largest encoded value that is stored (default 8 MiB).
     pub fn max_value_size(mut self, bytes: usize) -> Self {
         self.settings.max_value_size = bytes;
+        self
+    }
+
+    /// Store payloads of at least `bytes` bytes LZ4-compressed, when that
+    /// makes them shorter (see [`Settings::compress_above`]).
+    ///
+    /// ```
+    /// let cache = cacheme::Cache::builder().compress_above(4096).build().expect("memory");
+    /// # let _ = cache;
+    /// ```
+    pub fn compress_above(mut self, bytes: usize) -> Self {
+        self.settings.compress_above = Some(bytes);
         self
     }
 

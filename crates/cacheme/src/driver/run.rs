@@ -389,7 +389,11 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
             },
             dependencies: &dependencies,
         };
-        let Some(sealed) = envelope::seal(&header, &payload) else {
+        let sealed = match self.settings.compress_above {
+            Some(threshold) => envelope::seal_compressing(&header, &payload, threshold),
+            None => envelope::seal(&header, &payload),
+        };
+        let Some(sealed) = sealed else {
             self.stats().not_stored();
             tracing::warn!(key = %self.lookup.key, "cacheme: a dependency name is longer than 65,535 bytes; returned but not stored");
             return false;
