@@ -181,3 +181,49 @@ fn blocking_api_needs_no_runtime() {
     assert_eq!(cats.get_blocking(1), Some(tom));
     assert_eq!(fx.cache.stats().fill, 1, "the value was stored in redis");
 }
+
+/// A value whose lifetime it carries itself (a token and its expiry).
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+struct Token {
+    secret: String,
+    expires_in_ms: u64,
+}
+
+/// `ttl_for`: each token is cached as long as it lives; `ttl` is the
+/// fallback it overrides.
+#[derive(Debug, cacheme::Node)]
+#[node(key = "token:{id}", value = Token, ttl = 3600, ttl_for = Self::ttl_of)]
+struct TokenNode {
+    id: u64,
+}
+
+impl TokenNode {
+    fn ttl_of(token: &Token) -> Option<std::time::Duration> {
+        Some(std::time::Duration::from_millis(token.expires_in_ms))
+    }
+}
+
+on_both_stores! {
+    /// `#[node(ttl_for = ..)]`: the time to live comes from the value.
+    async fn a_node_ttl_can_come_from_the_value(fx) {
+        let tokens = fx.cache.objects::<TokenNode>();
+        let short = Token { secret: "a".to_owned(), expires_in_ms: 150 };
+        let long = Token { secret: "b".to_owned(), expires_in_ms: 60_000 };
+        for (id, token) in [(1, &short), (2, &long)] {
+            let token = token.clone();
+            tokens.get_or_load(id, || async move { Ok::<_, Infallible>(token) }).await.expect("load");
+        }
+        if let Some(server) = &fx.server {
+            let mut conn = admin_connection(server);
+            let mut pttl = |key: &str| -> i64 {
+                redis::cmd("PTTL").arg(format!("{}{{{key}}}", fx.cache.prefix())).query(&mut conn).expect("PTTL")
+            };
+            let (short_ttl, long_ttl) = (pttl("token:1"), pttl("token:2"));
+            assert!((1..=150).contains(&short_ttl), "{short_ttl}");
+            assert!((59_000..=60_000).contains(&long_ttl), "{long_ttl}");
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        assert_eq!(tokens.get(1).await, None, "expired with its own ttl");
+        assert_eq!(tokens.get(2).await, Some(long));
+    }
+}

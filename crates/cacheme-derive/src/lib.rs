@@ -145,8 +145,9 @@ use syn::{DeriveInput, parse_macro_input};
 /// assert_eq!(CatNode::from(1).key(), "cat:1");
 /// ```
 ///
-/// `#[node(...)]` takes `key` and `value` (required), and `ttl`,
-/// `refresh_after`, `stale`, `version`, `tag`, `invalid_nodes`, `hit`,
+/// `#[node(...)]` takes `key` and `value` (required), and `ttl`, `ttl_for`
+/// (the time to live computed from each value, `fn(&Value) ->
+/// Option<Duration>`), `refresh_after`, `stale`, `version`, `tag`, `invalid_nodes`, `hit`,
 /// `miss`, `local_ttl`, `local_capacity` and `crate`; see the
 /// [crate documentation](crate) for each of them. A misspelt name is a
 /// compile error that suggests the right one.

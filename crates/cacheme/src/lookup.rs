@@ -97,6 +97,8 @@ pub struct Lookup<'a, V> {
     pub(crate) skip: bool,
     /// Copies values out of the local tier, when the lookup uses one.
     pub(crate) local_clone: Option<fn(&V) -> V>,
+    /// The time to live computed from the loaded value, when given.
+    pub(crate) ttl_for: Option<fn(&V) -> Option<Duration>>,
 }
 
 impl<V> std::fmt::Debug for Lookup<'_, V> {
@@ -131,6 +133,7 @@ impl Cache {
             share_errors: true,
             skip: false,
             local_clone: None,
+            ttl_for: None,
         }
     }
 }
@@ -153,6 +156,17 @@ impl<V> Lookup<'_, V> {
             None => self.spec.ttl().or(settings.default_ttl),
         };
         ttl.map(|ttl| jittered(ttl, settings.ttl_jitter_percent, &self.key))
+    }
+
+    /// The time to live of `value` as stored by this call: computed from the
+    /// value when the call has a `ttl_for`, else [`Self::effective_ttl`].
+    pub(crate) fn ttl_of(&self, value: &V, settings: &crate::Settings) -> Option<Duration> {
+        match self.ttl_for {
+            Some(ttl_for) => {
+                ttl_for(value).map(|ttl| jittered(ttl, settings.ttl_jitter_percent, &self.key))
+            }
+            None => self.effective_ttl(settings),
+        }
     }
 
     /// The age past which this call refreshes a value, likewise resolved.
@@ -205,6 +219,29 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
     /// spec and the settings.
     pub fn ttl(mut self, ttl: Option<Duration>) -> Self {
         self.ttl = Some(ttl);
+        self
+    }
+
+    /// Compute the time to live from the loaded value (`None`: no expiry),
+    /// overriding [`ttl`](Self::ttl), the spec and the settings: a token
+    /// that expires in 10 minutes is cached for 10 minutes.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")]
+    /// # async fn main() {
+    /// use std::time::Duration;
+    /// let cache = cacheme::Cache::builder().build().expect("memory store");
+    /// let token = cache
+    ///     .lookup::<(String, u64)>("token:7")
+    ///     .ttl_for(|(_, expires_in)| Some(Duration::from_secs(*expires_in)))
+    ///     .load(|| async { Ok::<_, std::io::Error>(("secret".to_owned(), 600)) })
+    ///     .await
+    ///     .expect("loads");
+    /// assert_eq!(token.1, 600);
+    /// # }
+    /// ```
+    pub fn ttl_for(mut self, ttl_for: fn(&V) -> Option<Duration>) -> Self {
+        self.ttl_for = Some(ttl_for);
         self
     }
 
@@ -420,6 +457,7 @@ impl<'a, V: CacheValue> Lookup<'a, V> {
             share_errors: self.share_errors,
             skip: self.skip,
             local_clone: self.local_clone,
+            ttl_for: self.ttl_for,
         }
     }
 

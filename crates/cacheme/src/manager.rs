@@ -102,6 +102,7 @@ impl<N: Node> Manager<N> {
         .spec(N::SPEC);
         node.invalid_nodes(&mut lookup.groups);
         lookup.local_clone = N::LOCAL_CLONE;
+        lookup.ttl_for = N::TTL_FOR;
         lookup
     }
 

@@ -31,6 +31,9 @@ pub trait Node: Sized + Send + Sync + 'static {
     /// node has one (`local_ttl` / `local_capacity`), which needs `Clone`.
     #[doc(hidden)]
     const LOCAL_CLONE: Option<CloneFn<Self::Value>> = None;
+    /// The time to live computed from a loaded value (`None` from it: no
+    /// expiry), set by `#[node(ttl_for = Self::ttl_of)]`; overrides `ttl`.
+    const TTL_FOR: Option<fn(&Self::Value) -> Option<std::time::Duration>> = None;
 
     /// The cache key (without prefix and version).
     fn key(&self) -> String;

@@ -76,6 +76,10 @@ pub(crate) const NODE: Attr = Attr {
             usage: "`value = Cat` (the type cached under this node)",
         },
         arg("ttl", TTL),
+        arg(
+            "ttl_for",
+            "`ttl_for = Self::ttl_of` (a fn `fn(&Value) -> Option<Duration>`: the time to live computed from each value, `None` for no expiry; overrides `ttl`)",
+        ),
         Argument {
             name: "stale",
             shape: Shape::Flag,

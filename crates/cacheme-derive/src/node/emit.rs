@@ -74,6 +74,13 @@ pub(super) fn node(input: &DeriveInput, node: &Node<'_>) -> TokenStream {
             }
         }
     });
+    let ttl_for = node.ttl_for.as_ref().map(|path| {
+        quote! {
+            const TTL_FOR: ::core::option::Option<
+                fn(&Self::Value) -> ::core::option::Option<::core::time::Duration>,
+            > = ::core::option::Option::Some(#path);
+        }
+    });
     let miss = node.miss.as_ref().map(|path| {
         quote! {
             fn miss(&self, key: &str) {
@@ -97,6 +104,7 @@ pub(super) fn node(input: &DeriveInput, node: &Node<'_>) -> TokenStream {
                 #local
                 #(#fail_safe)*;
             #local_clone
+            #ttl_for
 
             #key
             #invalid_nodes

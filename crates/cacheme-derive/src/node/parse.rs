@@ -17,6 +17,7 @@ struct NodeArgs {
     key: Option<Code>,
     value: Option<Code>,
     ttl: Option<Code>,
+    ttl_for: Option<Code>,
     stale: Option<Code>,
     version: Option<Code>,
     tag: Option<Code>,
@@ -51,6 +52,8 @@ pub(super) struct Node<'a> {
     /// Given only when it is not the struct's name.
     pub(super) tag: Option<String>,
     pub(super) ttl: Option<Millis>,
+    /// `ttl_for = Self::ttl_of`: the time to live computed from the value.
+    pub(super) ttl_for: Option<ExprPath>,
     pub(super) stale: Option<bool>,
     pub(super) version: Option<String>,
     pub(super) refresh_after: Option<Millis>,
@@ -109,6 +112,7 @@ pub(super) fn node<'a>(
         key,
         value,
         ttl,
+        ttl_for,
         stale,
         version,
         tag,
@@ -166,6 +170,7 @@ pub(super) fn node<'a>(
         ));
     }
     let invalid_nodes = method("invalid_nodes", invalid_nodes, errors);
+    let ttl_for = method("ttl_for", ttl_for, errors);
     let hit = method("hit", hit, errors);
     let miss = method("miss", miss, errors);
     let local_ttl = duration("local_ttl", local_ttl, errors).map(|(millis, _)| millis);
@@ -190,6 +195,7 @@ pub(super) fn node<'a>(
         value: value?,
         tag,
         ttl: ttl.map(|(millis, _)| millis),
+        ttl_for,
         stale,
         version,
         refresh_after: refresh_after.map(|(millis, _)| millis),

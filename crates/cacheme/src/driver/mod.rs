@@ -533,7 +533,7 @@ impl<V: CacheValue> LocalUse<V> {
         // ahead must not keep a 1 s value here for 31 s.
         let written_at_ms = envelope.written_at_ms.min(crate::storage::now_ms());
         for limit in [
-            lookup.effective_ttl(&settings),
+            lookup.ttl_of(value, &settings),
             lookup.effective_refresh_after(),
         ]
         .into_iter()

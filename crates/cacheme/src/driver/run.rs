@@ -378,6 +378,13 @@ impl<'r, 'a, V: CacheValue, E: Send + Sync + 'static> Run<'r, 'a, V, E> {
                 return false;
             }
         };
+        if self.lookup.ttl_for.is_some() {
+            // The time to live comes from the value itself.
+            self.ttl_ms = self
+                .lookup
+                .ttl_of(value, &self.settings)
+                .map(|ttl| millis(ttl).max(1));
+        }
         let now = now_ms();
         let header = Header {
             codec,
