@@ -94,7 +94,7 @@ struct BatchDoctests;
 #[doc(hidden)]
 pub mod __private {
     pub use crate::lookup::local_clone;
-    pub use crate::node::CloneFn;
+    pub use crate::node::{CloneFn, TtlFn};
     pub use crate::spec::Registration;
     pub use inventory;
 

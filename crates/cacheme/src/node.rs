@@ -33,7 +33,7 @@ pub trait Node: Sized + Send + Sync + 'static {
     const LOCAL_CLONE: Option<CloneFn<Self::Value>> = None;
     /// The time to live computed from a loaded value (`None` from it: no
     /// expiry), set by `#[node(ttl_for = Self::ttl_of)]`; overrides `ttl`.
-    const TTL_FOR: Option<fn(&Self::Value) -> Option<std::time::Duration>> = None;
+    const TTL_FOR: Option<TtlFn<Self::Value>> = None;
 
     /// The cache key (without prefix and version).
     fn key(&self) -> String;
@@ -65,6 +65,12 @@ pub trait Node: Sized + Send + Sync + 'static {
 /// Copies a value out of a local tier (`Clone::clone` of the value type).
 #[doc(hidden)]
 pub type CloneFn<V> = fn(&V) -> V;
+
+/// A value's time to live computed from the value (`None`: no expiry), as
+/// `#[node(ttl_for = ..)]` and [`Lookup::ttl_for`](crate::Lookup::ttl_for)
+/// take it.
+#[doc(hidden)]
+pub type TtlFn<V> = fn(&V) -> Option<std::time::Duration>;
 
 /// A dependency group: invalidating one invalidates every key that declared
 /// it (Python cacheme's `InvalidNode`; stored as `{prefix}{key}:invalid`).
