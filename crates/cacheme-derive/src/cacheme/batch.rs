@@ -18,14 +18,12 @@ use proc_macro2::{Span, TokenStream};
 use quote::{ToTokens, quote, quote_spanned};
 use syn::ext::IdentExt;
 use syn::spanned::Spanned;
-use syn::{
-    Expr, ExprLit, FnArg, GenericArgument, Ident, ItemFn, Lit, Pat, PathArguments, ReturnType, Type,
-};
+use syn::{Expr, FnArg, GenericArgument, Ident, ItemFn, Pat, PathArguments, ReturnType, Type};
 
 use super::check::{self, Returns};
 use super::emit::spec_statement;
 use super::parse::Args;
-use super::plan::SpecPlan;
+use super::plan::{SpecArgs, SpecPlan};
 use crate::args::usage::CACHEME;
 use crate::args::values;
 use crate::args::{Code, Errors, Parsed};
@@ -115,28 +113,14 @@ pub(super) fn expand(
         .as_ref()
         .filter(|_| args.batch.is_some())
         .and_then(|(_, value)| errors.take(collection(value, args.by.as_ref())));
-    let tag = match &args.tag {
-        Some(code) => errors.take(values::tag_name(&CACHEME, code)),
-        None => Some(function.sig.ident.unraw().to_string()),
-    };
-    let ttl = args
-        .ttl
-        .as_ref()
-        .and_then(|code| errors.take(values::duration(&CACHEME, "ttl", code)));
-    let local_ttl = args
-        .local_ttl
-        .as_ref()
-        .and_then(|code| errors.take(values::duration(&CACHEME, "local_ttl", code)));
-    let local_capacity = args
-        .local_capacity
-        .as_ref()
-        .and_then(|code| errors.take(values::count(&CACHEME, "local_capacity", code)));
-    let sources = match &args.invalid_sources {
-        Some(code) => errors
-            .take(values::paths(&CACHEME, "invalid_sources", code))
-            .unwrap_or_default(),
-        None => Vec::new(),
-    };
+    let SpecArgs {
+        tag,
+        ttl,
+        local_ttl,
+        local_capacity,
+        sources,
+        stale: literal_stale,
+    } = SpecArgs::read(args, &function.sig.ident.unraw().to_string(), errors);
     errors_so_far(errors)?;
     let (
         Some((returns, collection_type)),
@@ -149,13 +133,6 @@ pub(super) fn expand(
         unreachable!("every part is there when there was no error")
     };
     let value = element_type(&collection_type, &collection);
-    let literal_stale = match &args.stale {
-        Some(Code(Expr::Lit(ExprLit {
-            lit: Lit::Bool(flag),
-            ..
-        }))) => Some(flag.value),
-        _ => None,
-    };
     let spec = args.node.is_none().then(|| SpecPlan {
         name: function.sig.ident.unraw().to_string(),
         tag,

@@ -93,22 +93,14 @@ impl Plan {
         let args = parsed.args;
         let fn_name = function.sig.ident.unraw().to_string();
 
-        let tag = match &args.tag {
-            Some(code) => errors.take(values::tag_name(&CACHEME, code)),
-            None => Some(fn_name.clone()),
-        };
-        let ttl = args
-            .ttl
-            .as_ref()
-            .and_then(|code| errors.take(values::duration(&CACHEME, "ttl", code)));
-        let local_ttl = args
-            .local_ttl
-            .as_ref()
-            .and_then(|code| errors.take(values::duration(&CACHEME, "local_ttl", code)));
-        let local_capacity = args
-            .local_capacity
-            .as_ref()
-            .and_then(|code| errors.take(values::count(&CACHEME, "local_capacity", code)));
+        let SpecArgs {
+            tag,
+            ttl,
+            local_ttl,
+            local_capacity,
+            sources,
+            stale: literal_stale,
+        } = SpecArgs::read(&args, &fn_name, errors);
         let fail_safe: Vec<(&'static str, Millis)> = [
             ("fail_safe", &args.fail_safe),
             ("fail_safe_throttle", &args.fail_safe_throttle),
@@ -121,12 +113,6 @@ impl Plan {
             Some((name, errors.take(values::duration(&CACHEME, name, code))?))
         })
         .collect();
-        let sources = match &args.invalid_sources {
-            Some(code) => errors
-                .take(values::paths(&CACHEME, "invalid_sources", code))
-                .unwrap_or_default(),
-            None => Vec::new(),
-        };
         let key = match (args.node, args.key) {
             (Some(node), _) => KeyPlan::Node(node),
             (None, Some(key)) => KeyPlan::Given(key),
@@ -135,13 +121,6 @@ impl Plan {
         let (returns, value) = returns?;
         let tag = tag?;
 
-        let literal_stale = match &args.stale {
-            Some(Code(Expr::Lit(ExprLit {
-                lit: Lit::Bool(flag),
-                ..
-            }))) => Some(flag.value),
-            _ => None,
-        };
         let is_node = matches!(key, KeyPlan::Node(_));
         let spec = (!is_node).then(|| SpecPlan {
             name: fn_name,
@@ -186,6 +165,53 @@ impl Plan {
 
 /// The arguments of the default key: the receiver and every named
 /// parameter, except `_`.
+/// What a `#[cacheme]` fn's spec is made of, read from its arguments
+/// (plain and batch fns alike): the tag (the fn's name by default), the
+/// durations and capacity, the invalidation sources, and `stale` when it is
+/// a literal (an expression is resolved at run time).
+pub(super) struct SpecArgs {
+    pub(super) tag: Option<String>,
+    pub(super) ttl: Option<Millis>,
+    pub(super) local_ttl: Option<Millis>,
+    pub(super) local_capacity: Option<u64>,
+    pub(super) sources: Vec<Path>,
+    pub(super) stale: Option<bool>,
+}
+
+impl SpecArgs {
+    pub(super) fn read(args: &Args, fn_name: &str, errors: &mut Errors) -> Self {
+        let duration = |name, code: &Option<Code>, errors: &mut Errors| {
+            let code = code.as_ref()?;
+            errors.take(values::duration(&CACHEME, name, code))
+        };
+        SpecArgs {
+            tag: match &args.tag {
+                Some(code) => errors.take(values::tag_name(&CACHEME, code)),
+                None => Some(fn_name.to_owned()),
+            },
+            ttl: duration("ttl", &args.ttl, errors),
+            local_ttl: duration("local_ttl", &args.local_ttl, errors),
+            local_capacity: args
+                .local_capacity
+                .as_ref()
+                .and_then(|code| errors.take(values::count(&CACHEME, "local_capacity", code))),
+            sources: match &args.invalid_sources {
+                Some(code) => errors
+                    .take(values::paths(&CACHEME, "invalid_sources", code))
+                    .unwrap_or_default(),
+                None => Vec::new(),
+            },
+            stale: match &args.stale {
+                Some(Code(Expr::Lit(ExprLit {
+                    lit: Lit::Bool(flag),
+                    ..
+                }))) => Some(flag.value),
+                _ => None,
+            },
+        }
+    }
+}
+
 fn key_args(function: &ItemFn) -> syn::Result<Vec<KeyArg>> {
     let mut errors = Errors::default();
     let mut args = Vec::new();
